@@ -1,0 +1,107 @@
+"""Filters, two ways from one :class:`~falco_misp.spec.FilterSet`: MISP restSearch parameters (sent server-side)
+and a local predicate (for static feeds, exports and lists). Both follow MISP's semantics:
+
+- different fields AND together; values inside a field OR together (``orgs: [A, B]`` is A or B);
+- tags match attribute or event tags, case-insensitively, ``%`` is a wildcard (SQL LIKE, as MISP does);
+- ``minThreatLevel`` is a minimum severity: ``low`` keeps High, Medium and Low (threat_level_id 1..3);
+- ``maxAge`` bounds the attribute timestamp, ``publishedWithin`` the event publish timestamp;
+- ``anyOf`` groups are separate filter sets joined by OR (one restSearch query each, results merged by uuid).
+
+Pure: ``now`` is passed in.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Iterator
+from functools import cache
+from typing import Any
+
+from falco_misp.attributes import Attribute
+from falco_misp.spec import FilterSet
+
+
+def build_restsearch_params(filters: FilterSet, now: int) -> dict[str, Any]:
+    """Keyword arguments for ``PyMISP.search(controller="attributes", ...)`` (without ``limit``/``page``)."""
+    params: dict[str, Any] = {
+        "type_attribute": list(filters.types),
+        "include_event_tags": True,
+    }
+    if filters.orgs:
+        params["org"] = list(filters.orgs)
+    if filters.categories:
+        params["category"] = list(filters.categories)
+    if filters.tags:
+        tags: dict[str, list[str]] = {}
+        for key, values in (("OR", filters.tags.any), ("AND", filters.tags.all), ("NOT", filters.tags.none)):
+            if values:
+                tags[key] = list(values)
+        params["tags"] = tags
+    if filters.to_ids is not None:
+        params["to_ids"] = 1 if filters.to_ids else 0
+    if filters.published is not None:
+        params["published"] = filters.published
+    if filters.min_threat_level < 4:
+        params["threat_level_id"] = [str(level) for level in range(1, filters.min_threat_level + 1)]
+    if filters.max_age_seconds is not None:
+        params["timestamp"] = now - filters.max_age_seconds
+    if filters.published_within_seconds is not None:
+        params["publish_timestamp"] = now - filters.published_within_seconds
+    if filters.enforce_warninglist:
+        params["enforce_warninglist"] = True
+    if filters.exclude_decayed:
+        params["exclude_decayed"] = True
+    return params
+
+
+@cache
+def _like(pattern: str) -> re.Pattern[str]:
+    """SQL LIKE with ``%`` as the wildcard, case-insensitive."""
+    return re.compile("^" + ".*".join(re.escape(part) for part in pattern.split("%")) + "$", re.IGNORECASE | re.DOTALL)
+
+
+def _has_tag(tags: tuple[str, ...], pattern: str) -> bool:
+    rx = _like(pattern)
+    return any(rx.match(t) for t in tags)
+
+
+def matches(attr: Attribute, filters: FilterSet, now: int) -> bool:
+    """Whether one attribute passes one filter set."""
+    if attr.type not in filters.types:
+        return False
+    if filters.to_ids is not None and attr.to_ids != filters.to_ids:
+        return False
+    if filters.published is not None and attr.published != filters.published:
+        return False
+    if attr.threat_level > filters.min_threat_level:
+        return False
+    if filters.orgs and not any(o.lower() in (attr.org.lower(), attr.org_id) for o in filters.orgs):
+        return False
+    if filters.categories and attr.category.lower() not in {c.lower() for c in filters.categories}:
+        return False
+    if filters.max_age_seconds is not None and attr.timestamp < now - filters.max_age_seconds:
+        return False
+    if filters.published_within_seconds is not None and attr.publish_timestamp < now - filters.published_within_seconds:
+        return False
+    tags = filters.tags
+    if tags.any and not any(_has_tag(attr.tags, p) for p in tags.any):
+        return False
+    if tags.all and not all(_has_tag(attr.tags, p) for p in tags.all):
+        return False
+    return not (tags.none and any(_has_tag(attr.tags, p) for p in tags.none))
+
+
+def select(attributes: Iterable[Attribute], filter_sets: tuple[FilterSet, ...], now: int) -> Iterator[Attribute]:
+    """Attributes passing any of the filter sets (OR), in input order."""
+    predicate: Callable[[Attribute], bool]
+    if len(filter_sets) == 1:
+        only = filter_sets[0]
+
+        def predicate(a: Attribute) -> bool:
+            return matches(a, only, now)
+    else:
+
+        def predicate(a: Attribute) -> bool:
+            return any(matches(a, f, now) for f in filter_sets)
+
+    return (a for a in attributes if predicate(a))

@@ -1,0 +1,680 @@
+"""The MispFeed spec, parsed once into frozen settings objects (STYLE.md #5).
+
+The same document is read by ``falco-misp render --feed FILE`` and by the operator from the custom resource,
+so both produce the same rules from the same spec. Parsing is strict: unknown fields and bad values raise
+:class:`~falco_misp.errors.SpecError` naming the field (``spec.filters.minThreatLevel``), so a typo never turns
+into a silently ignored filter.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from falco_misp.errors import SpecError
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+API_GROUP = "falco-misp.io"
+API_VERSION = "v1alpha1"
+KIND = "MispFeed"
+
+
+class Direction(str, Enum):
+    """Which side of a connection an indicator is matched on."""
+
+    INBOUND = "inbound"
+    """The listed address connects to us (``accept``): matched on ``fd.cip``/``fd.cnet``."""
+    OUTBOUND = "outbound"
+    """We connect to the listed address (``connect``): matched on ``fd.sip``/``fd.snet``/``fd.sip.name``."""
+
+
+class Rollout(str, Enum):
+    """How Falco picks up changed rules."""
+
+    RESTART = "Restart"
+    """Patch the DaemonSet pod template annotation so pods roll."""
+    HOT_RELOAD = "HotReload"
+    """Rely on Falco's ``watch_config_files``; never restart pods."""
+    NONE = "None"
+    """Only write the ConfigMaps."""
+
+
+#: MISP attribute types the pipeline understands, and the direction each one is matched on.
+SUPPORTED_TYPES: Mapping[str, tuple[Direction, ...]] = {
+    "ip-src": (Direction.INBOUND,),
+    "ip-dst": (Direction.OUTBOUND,),
+    "ip-src|port": (Direction.INBOUND,),
+    "ip-dst|port": (Direction.OUTBOUND,),
+    "domain": (Direction.OUTBOUND,),
+    "hostname": (Direction.OUTBOUND,),
+    "domain|ip": (Direction.OUTBOUND,),
+}
+DEFAULT_TYPES = ("ip-src", "ip-dst")
+
+#: MISP threat_level_id: 1 High, 2 Medium, 3 Low, 4 Undefined. ``minThreatLevel: low`` keeps 1, 2 and 3.
+THREAT_LEVELS: Mapping[str, int] = {"high": 1, "medium": 2, "low": 3, "undefined": 4}
+PRIORITIES = ("EMERGENCY", "ALERT", "CRITICAL", "ERROR", "WARNING", "NOTICE", "INFORMATIONAL", "DEBUG")
+
+# Falco: an `in` over a network or name field iterates with a 16-bit counter; 65,536 items or more make it loop
+# forever while `falco -V` says Ok (reference/FALCO.md, measured on Falco 0.44.1). Every list we emit stays below.
+FALCO_MAX_LIST_ITEMS = 65_535
+# fd.sip.name resolves every listed name with a blocking getaddrinfo on every node (falco #2680): keep it small.
+MAX_DOMAINS_HARD = 1_000
+# A ConfigMap holds at most 1 MiB; leave room for metadata and kubectl's last-applied annotation.
+DEFAULT_SHARD_BYTES = 900 * 1024
+
+_DURATION = re.compile(r"^([0-9]+)([smhdw])$")
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_TAG = re.compile(r"^[A-Za-z0-9_.:=-]{1,64}$")
+_SELECTOR = re.compile(r"^[A-Za-z0-9./_-]+=[A-Za-z0-9._-]*(,[A-Za-z0-9./_-]+=[A-Za-z0-9._-]*)*$")
+
+
+def parse_duration(value: object, path: str) -> int:
+    """``"90s"``, ``"15m"``, ``"12h"``, ``"5d"``, ``"2w"`` -> seconds."""
+    if isinstance(value, str):
+        m = _DURATION.match(value.strip())
+        if m and int(m.group(1)) > 0:
+            return int(m.group(1)) * _DURATION_UNITS[m.group(2)]
+    raise SpecError(path, f"expected a duration such as 90s, 15m, 12h or 5d, got {value!r}")
+
+
+@dataclass(frozen=True)
+class SecretRef:
+    """A key in a Kubernetes Secret in the feed's namespace."""
+
+    name: str
+    """Secret name."""
+    key: str
+    """Key inside the Secret's data."""
+
+
+@dataclass(frozen=True)
+class MispServer:
+    """A MISP server read through its REST API (``/attributes/restSearch``)."""
+
+    url: str
+    """Base URL, e.g. ``https://misp.example.org``."""
+    auth_key: SecretRef | None = None
+    """Secret holding the API key (the CLI reads the key from an environment variable instead)."""
+    verify_tls: bool = True
+    """Verify the server certificate."""
+    ca_bundle: SecretRef | None = None
+    """Secret holding a PEM CA bundle for a private CA."""
+    timeout_seconds: float = 30.0
+    """Per-request timeout."""
+    page_size: int = 5_000
+    """Attributes per page (``limit``); pages are fetched until a short page."""
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where a static feed, export or list lives: an http(s) URL or a local path."""
+
+    url: str
+    """``https://...``, ``http://...``, ``file:///...`` or a path (relative paths: relative to the feed file)."""
+    verify_tls: bool = True
+    """Verify the server certificate for https URLs."""
+    timeout_seconds: float = 30.0
+    """Per-request timeout for http(s) URLs."""
+
+
+@dataclass(frozen=True)
+class TextList:
+    """A plain list, one indicator per line, ``#`` comments, optional score column (IPsum: ``ip<TAB>count``)."""
+
+    location: Location
+    """Where the list lives."""
+    types: tuple[str, ...] = ("ip-src", "ip-dst")
+    """MISP types each line stands for (both directions by default)."""
+    min_score: int | None = None
+    """Keep lines whose second column is at least this; lines without a score are kept only when unset."""
+
+
+@dataclass(frozen=True)
+class Source:
+    """Exactly one indicator source."""
+
+    misp: MispServer | None = None
+    """A MISP server."""
+    misp_feed: Location | None = None
+    """A MISP static feed (``manifest.json`` + ``<uuid>.json`` event files)."""
+    file: Location | None = None
+    """A MISP JSON export: an event, a list of events, or a restSearch answer."""
+    text: TextList | None = None
+    """A plain indicator list."""
+
+    @property
+    def kind(self) -> str:
+        """The name of the configured source, as in the spec."""
+        for name in ("misp", "misp_feed", "file", "text"):
+            if getattr(self, name) is not None:
+                return {"misp_feed": "mispFeed"}.get(name, name)
+        raise AssertionError("a parsed Source always has one kind")
+
+
+@dataclass(frozen=True)
+class TagFilter:
+    """Tag names; MISP semantics (case-insensitive, ``%`` wildcard), attribute or event tags."""
+
+    any: tuple[str, ...] = ()
+    """At least one of these."""
+    all: tuple[str, ...] = ()
+    """Every one of these."""
+    none: tuple[str, ...] = ()
+    """None of these."""
+
+    def __bool__(self) -> bool:
+        return bool(self.any or self.all or self.none)
+
+
+@dataclass(frozen=True)
+class FilterSet:
+    """One fully resolved set of filters: an attribute passes when it satisfies every field (AND)."""
+
+    types: tuple[str, ...] = DEFAULT_TYPES
+    """Attribute types."""
+    orgs: tuple[str, ...] = ()
+    """Creator organisations of the event (name or id); empty: any."""
+    categories: tuple[str, ...] = ()
+    """Attribute categories; empty: any."""
+    tags: TagFilter = field(default_factory=TagFilter)
+    """Tag conditions."""
+    to_ids: bool | None = True
+    """Only attributes flagged for IDS (``None``: both)."""
+    published: bool | None = None
+    """Only attributes of published (True) or unpublished (False) events; ``None``: both."""
+    min_threat_level: int = 4
+    """Event threat_level_id at most this (1 High .. 4 Undefined): a minimum severity."""
+    max_age_seconds: int | None = None
+    """Attribute timestamp within this many seconds."""
+    published_within_seconds: int | None = None
+    """Event publish_timestamp within this many seconds."""
+    enforce_warninglist: bool = False
+    """Ask MISP to drop values on its warninglists (MISP server only)."""
+    exclude_decayed: bool = False
+    """Ask MISP to drop decayed attributes (MISP server only)."""
+
+
+@dataclass(frozen=True)
+class Exclusions:
+    """Values never emitted."""
+
+    networks: tuple[IPNetwork, ...] = ()
+    """Allow-listed addresses and CIDRs: anything inside is dropped, broader CIDRs are carved around them."""
+    domains: tuple[str, ...] = ()
+    """Allow-listed domains: the domain and its subdomains are dropped."""
+    keep_non_global: bool = False
+    """Keep RFC 1918, loopback, link-local, multicast and reserved addresses (dropped by default)."""
+    keep_documentation: bool = False
+    """Keep documentation ranges (192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24, 2001:db8::/32)."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds that keep Falco healthy whatever the feed holds."""
+
+    max_indicators: int = 1_000_000
+    """Cap on emitted indicators; the newest (attribute timestamp) are kept."""
+    max_drop_percent: int = 50
+    """Operator: refuse to apply a fetch that shrinks the list by more than this."""
+    min_prefix_v4: int = 16
+    """IPv4 CIDRs broader than this prefix length are rejected."""
+    min_prefix_v6: int = 32
+    """IPv6 CIDRs broader than this prefix length are rejected."""
+    max_domains: int = 100
+    """Cap on domain names (each is resolved by every Falco node)."""
+    cidr_warn_threshold: int = 1_000
+    """Warn when more CIDR entries than this are emitted (each is a linear scan per event)."""
+
+
+@dataclass(frozen=True)
+class FalcoTarget:
+    """Where and how the rules reach Falco."""
+
+    namespace: str = "falco"
+    """Namespace of the Falco DaemonSet; the ConfigMaps are written there."""
+    daemon_set: str | None = None
+    """DaemonSet name; when unset, found by ``selector``."""
+    selector: str = "app.kubernetes.io/name=falco"
+    """Label selector finding the Falco DaemonSet when ``daemonSet`` is unset."""
+    config_map_prefix: str = ""
+    """ConfigMap names are ``<prefix>-0 .. <prefix>-N`` (default ``misp-<feed>``)."""
+    max_shards: int = 16
+    """Refuse output needing more ConfigMaps than this."""
+    directions: tuple[Direction, ...] = (Direction.INBOUND, Direction.OUTBOUND)
+    """Which directions get rules."""
+    priority: str = "WARNING"
+    """Falco priority of the emitted rules."""
+    tags: tuple[str, ...] = ()
+    """Extra Falco rule tags."""
+    domains: bool = False
+    """Emit ``fd.sip.name`` rules for domain indicators (opt-in: Falco resolves each name on every node)."""
+    rollout: Rollout = Rollout.RESTART
+    """How Falco picks up changes."""
+    min_rollout_interval_seconds: int = 300
+    """At most one rollout per this interval."""
+    shard_bytes: int = DEFAULT_SHARD_BYTES
+    """Byte budget of one rules file (one ConfigMap)."""
+
+
+@dataclass(frozen=True)
+class FeedSpec:
+    """A whole MispFeed spec."""
+
+    source: Source
+    """Where indicators come from."""
+    filters: tuple[FilterSet, ...] = (FilterSet(),)
+    """Resolved filter sets, joined by OR (one per ``anyOf`` group, or the top level alone)."""
+    exclusions: Exclusions = field(default_factory=Exclusions)
+    """Values never emitted."""
+    limits: Limits = field(default_factory=Limits)
+    """Bounds."""
+    falco: FalcoTarget = field(default_factory=FalcoTarget)
+    """Output target."""
+    refresh_seconds: int = 3600
+    """Sync interval."""
+
+    @property
+    def types(self) -> frozenset[str]:
+        """Every attribute type any filter set selects."""
+        return frozenset(t for f in self.filters for t in f.types)
+
+
+@dataclass(frozen=True)
+class Feed:
+    """A named feed: the identity used in rule names, ConfigMap names and labels."""
+
+    name: str
+    """metadata.name (a DNS-1123 label)."""
+    namespace: str
+    """metadata.namespace."""
+    spec: FeedSpec
+    """The parsed spec."""
+
+    @property
+    def rule_prefix(self) -> str:
+        """``misp_<feed>_`` with the name made identifier-safe."""
+        return "misp_" + self.name.replace("-", "_").replace(".", "_") + "_"
+
+    @property
+    def config_map_prefix(self) -> str:
+        """Prefix of the ConfigMap names (and rules file names)."""
+        return self.spec.falco.config_map_prefix or f"misp-{self.name}"
+
+
+class _Reader:
+    """Reads one mapping of the spec, recording which keys were used so unknown keys are reported."""
+
+    def __init__(self, data: object, path: str) -> None:
+        if data is None:
+            data = {}
+        if not isinstance(data, Mapping):
+            raise SpecError(path, f"expected a mapping, got {type(data).__name__}")
+        self.data: Mapping[str, Any] = data
+        self.path = path
+        self.used: set[str] = set()
+
+    def at(self, key: str) -> str:
+        return f"{self.path}.{key}"
+
+    def raw(self, key: str) -> Any:
+        self.used.add(key)
+        return self.data.get(key)
+
+    def has(self, key: str) -> bool:
+        return self.data.get(key) is not None
+
+    def child(self, key: str) -> _Reader:
+        return _Reader(self.raw(key), self.at(key))
+
+    def string(self, key: str, default: str | None = None, *, pattern: re.Pattern[str] | None = None) -> str:
+        value = self.raw(key)
+        if value is None:
+            if default is None:
+                raise SpecError(self.at(key), "is required")
+            return default
+        if not isinstance(value, str) or not value.strip():
+            raise SpecError(self.at(key), f"expected a non-empty string, got {value!r}")
+        if pattern is not None and not pattern.match(value):
+            raise SpecError(self.at(key), f"invalid value {value!r}")
+        return value
+
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self.raw(key)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            raise SpecError(self.at(key), f"expected true or false, got {value!r}")
+        return value
+
+    def optional_boolean(self, key: str) -> bool | None:
+        """A boolean where null means "either"."""
+        if not self.has(key):
+            self.used.add(key)
+            return None
+        return self.boolean(key, False)
+
+    def integer(self, key: str, default: int, *, minimum: int, maximum: int) -> int:
+        value = self.raw(key)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise SpecError(self.at(key), f"expected an integer, got {value!r}")
+        if not minimum <= value <= maximum:
+            raise SpecError(self.at(key), f"must be between {minimum} and {maximum}, got {value}")
+        return value
+
+    def number(self, key: str, default: float, *, minimum: float, maximum: float) -> float:
+        value = self.raw(key)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise SpecError(self.at(key), f"expected a number, got {value!r}")
+        if not minimum <= value <= maximum:
+            raise SpecError(self.at(key), f"must be between {minimum} and {maximum}, got {value}")
+        return float(value)
+
+    def strings(self, key: str, *, pattern: re.Pattern[str] | None = None) -> tuple[str, ...] | None:
+        value = self.raw(key)
+        if value is None:
+            return None
+        if isinstance(value, str) or not isinstance(value, Sequence):
+            raise SpecError(self.at(key), f"expected a list of strings, got {value!r}")
+        out: list[str] = []
+        for i, item in enumerate(value):
+            if not isinstance(item, str) or not item.strip():
+                raise SpecError(f"{self.at(key)}[{i}]", f"expected a non-empty string, got {item!r}")
+            if pattern is not None and not pattern.match(item):
+                raise SpecError(f"{self.at(key)}[{i}]", f"invalid value {item!r}")
+            out.append(item.strip())
+        return tuple(out)
+
+    def duration(self, key: str, default: int | None) -> int | None:
+        value = self.raw(key)
+        return default if value is None else parse_duration(value, self.at(key))
+
+    def done(self) -> None:
+        unknown = sorted(set(self.data) - self.used)
+        if unknown:
+            raise SpecError(self.at(unknown[0]), "unknown field (check the spelling; see `kubectl explain mispfeed.spec`)")
+
+
+def _secret_ref(r: _Reader) -> SecretRef:
+    ref = SecretRef(name=r.string("name", pattern=_DNS_SUBDOMAIN), key=r.string("key"))
+    r.done()
+    return ref
+
+
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+_URL = re.compile(r"^https?://[^\s/?#]+[^\s]*$")
+
+
+def _misp_server(r: _Reader) -> MispServer:
+    url = r.string("url")
+    if not _URL.match(url):
+        raise SpecError(r.at("url"), f"expected an http(s) URL, got {url!r}")
+    server = MispServer(
+        url=url.rstrip("/"),
+        auth_key=_secret_ref(r.child("authKeySecretRef")) if r.has("authKeySecretRef") else None,
+        verify_tls=r.boolean("verifyTLS", True),
+        ca_bundle=_secret_ref(r.child("caBundleSecretRef")) if r.has("caBundleSecretRef") else None,
+        timeout_seconds=r.number("timeoutSeconds", 30.0, minimum=1, maximum=600),
+        page_size=r.integer("pageSize", 5_000, minimum=1, maximum=100_000),
+    )
+    r.raw("authKeySecretRef")
+    r.raw("caBundleSecretRef")
+    r.done()
+    return server
+
+
+def _location(r: _Reader) -> Location:
+    loc = Location(
+        url=r.string("url"),
+        verify_tls=r.boolean("verifyTLS", True),
+        timeout_seconds=r.number("timeoutSeconds", 30.0, minimum=1, maximum=600),
+    )
+    r.done()
+    return loc
+
+
+def _types(r: _Reader, key: str) -> tuple[str, ...] | None:
+    types = r.strings(key)
+    if types is None:
+        return None
+    for i, t in enumerate(types):
+        if t not in SUPPORTED_TYPES:
+            raise SpecError(f"{r.at(key)}[{i}]", f"unsupported type {t!r}; supported: {', '.join(SUPPORTED_TYPES)}")
+    if not types:
+        raise SpecError(r.at(key), "must name at least one type")
+    return tuple(dict.fromkeys(types))
+
+
+def _text(r: _Reader) -> TextList:
+    raw_types = r.raw("types")
+    text = TextList(
+        location=Location(
+            url=r.string("url"),
+            verify_tls=r.boolean("verifyTLS", True),
+            timeout_seconds=r.number("timeoutSeconds", 30.0, minimum=1, maximum=600),
+        ),
+        types=_types(r, "types") or ("ip-src", "ip-dst"),
+        min_score=r.integer("minScore", 0, minimum=0, maximum=1_000_000) if r.has("minScore") else None,
+    )
+    del raw_types
+    r.done()
+    return text
+
+
+def _source(r: _Reader) -> Source:
+    kinds = [k for k in ("misp", "mispFeed", "file", "text") if r.has(k)]
+    if len(kinds) != 1:
+        raise SpecError(r.path, f"exactly one of misp, mispFeed, file, text is required, got {kinds or 'none'}")
+    kind = kinds[0]
+    child = r.child(kind)
+    r.done()
+    if kind == "misp":
+        return Source(misp=_misp_server(child))
+    if kind == "mispFeed":
+        return Source(misp_feed=_location(child))
+    if kind == "file":
+        return Source(file=_location(child))
+    return Source(text=_text(child))
+
+
+def _tags(r: _Reader) -> TagFilter:
+    tags = TagFilter(any=r.strings("any") or (), all=r.strings("all") or (), none=r.strings("none") or ())
+    r.done()
+    return tags
+
+
+def _threat_level(r: _Reader, key: str) -> int:
+    value = r.raw(key)
+    if value is None:
+        return 4
+    if isinstance(value, str) and value.lower() in THREAT_LEVELS:
+        return THREAT_LEVELS[value.lower()]
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 4:
+        return value
+    raise SpecError(r.at(key), f"expected one of high, medium, low, undefined (or 1-4), got {value!r}")
+
+
+def _filters(r: _Reader, *, server_side: bool) -> tuple[FilterSet, ...]:
+    base = FilterSet(
+        types=_types(r, "types") or DEFAULT_TYPES,
+        orgs=r.strings("orgs") or (),
+        categories=r.strings("categories") or (),
+        tags=_tags(r.child("tags")),
+        to_ids=r.optional_boolean("toIds") if "toIds" in r.data else True,
+        published=r.optional_boolean("published"),
+        min_threat_level=_threat_level(r, "minThreatLevel"),
+        max_age_seconds=r.duration("maxAge", None),
+        published_within_seconds=r.duration("publishedWithin", None),
+        enforce_warninglist=r.boolean("enforceWarninglist", False),
+        exclude_decayed=r.boolean("excludeDecayed", False),
+    )
+    r.raw("toIds")
+    if not server_side:
+        for key, on in (("enforceWarninglist", base.enforce_warninglist), ("excludeDecayed", base.exclude_decayed)):
+            if on:
+                raise SpecError(r.at(key), "needs source.misp: only a MISP server knows warninglists and decay models")
+    groups_raw = r.raw("anyOf")
+    r.done()
+    if groups_raw is None:
+        return (base,)
+    if isinstance(groups_raw, str | bytes) or not isinstance(groups_raw, Sequence) or not groups_raw:
+        raise SpecError(r.at("anyOf"), "expected a non-empty list of filter groups")
+    groups: list[FilterSet] = []
+    for i, raw in enumerate(groups_raw):
+        g = _Reader(raw, f"{r.at('anyOf')}[{i}]")
+        tags = _tags(g.child("tags")) if g.has("tags") else base.tags
+        groups.append(
+            FilterSet(
+                types=_types(g, "types") or base.types,
+                orgs=g.strings("orgs") or base.orgs,
+                categories=g.strings("categories") or base.categories,
+                tags=tags,
+                to_ids=base.to_ids,
+                published=base.published,
+                min_threat_level=base.min_threat_level,
+                max_age_seconds=base.max_age_seconds,
+                published_within_seconds=base.published_within_seconds,
+                enforce_warninglist=base.enforce_warninglist,
+                exclude_decayed=base.exclude_decayed,
+            )
+        )
+        g.raw("tags")
+        g.done()
+    return tuple(groups)
+
+
+def parse_network(value: str, path: str) -> IPNetwork:
+    """An address or CIDR from the spec (host bits are an error here: the user wrote it)."""
+    try:
+        return ipaddress.ip_network(value.strip(), strict=True)
+    except ValueError as exc:
+        raise SpecError(path, f"not an IP address or CIDR: {value!r} ({exc})") from None
+
+
+def _exclusions(r: _Reader) -> Exclusions:
+    from falco_misp.indicators import normalise_domain  # the one domain validator
+
+    cidrs = r.strings("cidrs") or ()
+    networks = [parse_network(c, f"{r.at('cidrs')}[{i}]") for i, c in enumerate(cidrs)]
+    domains: list[str] = []
+    for i, v in enumerate(r.strings("values") or ()):
+        try:
+            networks.append(ipaddress.ip_network(v, strict=True))
+            continue
+        except ValueError:
+            pass
+        domain = normalise_domain(v)
+        if domain is None:
+            raise SpecError(f"{r.at('values')}[{i}]", f"neither an IP address, a CIDR nor a domain: {v!r}")
+        domains.append(domain)
+    exc = Exclusions(
+        networks=tuple(sorted(set(networks), key=lambda n: (n.version, n))),  # type: ignore[arg-type]
+        domains=tuple(sorted(set(domains))),
+        keep_non_global=r.boolean("keepNonGlobal", False),
+        keep_documentation=r.boolean("keepDocumentation", False),
+    )
+    r.done()
+    return exc
+
+
+def _limits(r: _Reader) -> Limits:
+    limits = Limits(
+        max_indicators=r.integer("maxIndicators", 1_000_000, minimum=1, maximum=10_000_000),
+        max_drop_percent=r.integer("maxDropPercent", 50, minimum=0, maximum=100),
+        min_prefix_v4=r.integer("minPrefixV4", 16, minimum=8, maximum=32),
+        min_prefix_v6=r.integer("minPrefixV6", 32, minimum=16, maximum=128),
+        max_domains=r.integer("maxDomains", 100, minimum=0, maximum=MAX_DOMAINS_HARD),
+        cidr_warn_threshold=r.integer("cidrWarnThreshold", 1_000, minimum=0, maximum=FALCO_MAX_LIST_ITEMS),
+    )
+    r.done()
+    return limits
+
+
+def _falco(r: _Reader) -> FalcoTarget:
+    directions = r.strings("directions")
+    if directions is not None:
+        for i, d in enumerate(directions):
+            if d not in ("inbound", "outbound"):
+                raise SpecError(f"{r.at('directions')}[{i}]", f"expected inbound or outbound, got {d!r}")
+        if not directions:
+            raise SpecError(r.at("directions"), "must name at least one direction")
+    priority = r.string("priority", "WARNING").upper()
+    if priority not in PRIORITIES:
+        raise SpecError(r.at("priority"), f"expected one of {', '.join(PRIORITIES)}, got {priority!r}")
+    rollout_raw = r.string("rollout", "Restart")
+    try:
+        rollout = Rollout(rollout_raw)
+    except ValueError:
+        raise SpecError(r.at("rollout"), f"expected Restart, HotReload or None, got {rollout_raw!r}") from None
+    daemon_set = r.string("daemonSet", pattern=_DNS_SUBDOMAIN) if r.has("daemonSet") else None
+    target = FalcoTarget(
+        namespace=r.string("namespace", "falco", pattern=_DNS_LABEL),
+        daemon_set=daemon_set,
+        selector=r.string("selector", "app.kubernetes.io/name=falco", pattern=_SELECTOR),
+        config_map_prefix=r.string("configMapPrefix", "", pattern=_PREFIX) if r.has("configMapPrefix") else "",
+        max_shards=r.integer("maxShards", 16, minimum=1, maximum=256),
+        directions=tuple(Direction(d) for d in sorted(set(directions))) if directions else FalcoTarget.directions,
+        priority=priority,
+        tags=r.strings("tags", pattern=_TAG) or (),
+        domains=r.boolean("domains", False),
+        rollout=rollout,
+        min_rollout_interval_seconds=r.duration("minRolloutInterval", 300) or 0,
+        shard_bytes=r.integer("shardBytes", DEFAULT_SHARD_BYTES, minimum=16 * 1024, maximum=1000 * 1024),
+    )
+    r.raw("daemonSet")
+    r.raw("configMapPrefix")
+    r.done()
+    return target
+
+
+_PREFIX = re.compile(r"^[a-z0-9]([-a-z0-9]{0,46}[a-z0-9])?$")
+
+
+def parse_spec(spec: object, path: str = "spec") -> FeedSpec:
+    """Parse and validate a MispFeed ``spec`` mapping."""
+    r = _Reader(spec, path)
+    source = _source(r.child("source"))
+    refresh = r.child("refresh")
+    refresh_seconds = refresh.duration("interval", 3600) or 3600
+    if refresh_seconds < 60:
+        raise SpecError(refresh.at("interval"), "must be at least 1m")
+    refresh.done()
+    parsed = FeedSpec(
+        source=source,
+        filters=_filters(r.child("filters"), server_side=source.misp is not None),
+        exclusions=_exclusions(r.child("exclusions")),
+        limits=_limits(r.child("limits")),
+        falco=_falco(r.child("falco")),
+        refresh_seconds=refresh_seconds,
+    )
+    r.done()
+    return parsed
+
+
+def parse_feed(document: object) -> Feed:
+    """Parse a whole MispFeed manifest (``apiVersion``, ``kind``, ``metadata``, ``spec``)."""
+    r = _Reader(document, "MispFeed")
+    api_version = r.string("apiVersion", f"{API_GROUP}/{API_VERSION}")
+    if not api_version.startswith(f"{API_GROUP}/"):
+        raise SpecError("apiVersion", f"expected {API_GROUP}/{API_VERSION}, got {api_version!r}")
+    kind = r.string("kind", KIND)
+    if kind != KIND:
+        raise SpecError("kind", f"expected {KIND}, got {kind!r}")
+    meta = r.child("metadata")
+    name = meta.string("name")
+    if not _DNS_LABEL.match(name) or len(name) > 47:
+        raise SpecError("metadata.name", f"expected a lower-case DNS label of at most 47 characters, got {name!r}")
+    namespace = meta.string("namespace", "default", pattern=_DNS_LABEL)
+    spec = parse_spec(r.raw("spec"), "spec")
+    r.raw("status")  # a manifest copied from `kubectl get -o yaml` still parses
+    return Feed(name=name, namespace=namespace, spec=spec)
