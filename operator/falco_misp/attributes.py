@@ -8,6 +8,7 @@ are validated later, in :mod:`falco_misp.indicators`.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypedDict
@@ -202,3 +203,31 @@ def attributes_from_document(doc: object) -> Iterator[Attribute]:
         if not isinstance(event, Mapping):
             raise ValueError(f"not a MISP event: {type(event).__name__} in a list of events")
         yield from attributes_from_event(event)
+
+
+def attributes_from_text(
+    text: str, types: tuple[str, ...], min_score: int | None, rejected: Counter[str]
+) -> Iterator[Attribute]:
+    """A plain list: one value per line, ``#`` starts a comment, an optional second column is a score.
+
+    The IPsum format (``ip<TAB>count``) is the model. With ``min_score`` set, lines scoring lower are skipped and
+    lines without a readable score are counted as ``invalid_line``; each kept line yields one attribute per type.
+    """
+    for line in text.splitlines():
+        fields = line.partition("#")[0].split()
+        if not fields:
+            continue
+        score: int | None = None
+        if len(fields) > 2 or (len(fields) == 2 and not fields[1].isdigit()):
+            rejected["invalid_line"] += 1
+            continue
+        if len(fields) == 2:
+            score = int(fields[1])
+        if min_score is not None:
+            if score is None:
+                rejected["invalid_line"] += 1
+                continue
+            if score < min_score:
+                continue
+        for type_ in types:
+            yield Attribute(value=fields[0], type=type_)

@@ -21,18 +21,15 @@ What happens to a value, in order:
 from __future__ import annotations
 
 import ipaddress
-import re
 import socket
 from bisect import bisect_right
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from enum import Enum
-
-import idna
 
 from falco_misp.attributes import Attribute
 from falco_misp.spec import SUPPORTED_TYPES, Direction, FeedSpec, IPNetwork
+from falco_misp.values import non_global_reason, normalise_domain
 
 # Why a value was dropped. Keys are stable: they appear in status, metrics and the CLI summary.
 REJECT_REASONS: Mapping[str, str] = {
@@ -54,7 +51,10 @@ REJECT_REASONS: Mapping[str, str] = {
     "allowlisted": "in exclusions",
     "over_limit": "beyond limits.maxIndicators (oldest dropped)",
     "over_domain_limit": "beyond limits.maxDomains (oldest dropped)",
+    "invalid_line": "text list line that is not `value [score]`",
 }
+
+_MAX_VALUE_LEN = 300  # longer than any valid domain (253) or address|port: rejected without parsing
 
 # What was changed or merged without losing coverage.
 ADJUSTMENTS: Mapping[str, str] = {
@@ -66,66 +66,6 @@ ADJUSTMENTS: Mapping[str, str] = {
     "collapsed": "CIDRs merged into fewer entries",
     "carved": "CIDR split around an allow-listed range",
 }
-
-DOCUMENTATION_NETWORKS: tuple[IPNetwork, ...] = (
-    ipaddress.ip_network("192.0.2.0/24"),
-    ipaddress.ip_network("198.51.100.0/24"),
-    ipaddress.ip_network("203.0.113.0/24"),
-    ipaddress.ip_network("2001:db8::/32"),
-    ipaddress.ip_network("3fff::/20"),
-)
-
-_LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
-_MAX_VALUE_LEN = 300  # longer than any valid domain (253) or address|port: rejected without parsing
-
-
-def normalise_domain(value: str) -> str | None:
-    """A strictly valid DNS name in lower-case ASCII (IDNA 2008 / UTS 46 for unicode), or ``None``.
-
-    No wildcards, no underscores, at least two labels, labels of 1-63 letters/digits/hyphens not starting
-    or ending with a hyphen, at most 253 characters, a top-level label that is not all digits.
-    """
-    v = value.strip().removesuffix(".")
-    if not v or len(v) > 253 or "*" in v:
-        return None
-    if not v.isascii():
-        try:
-            v = idna.encode(v, uts46=True).decode("ascii")
-        except (idna.IDNAError, UnicodeError, ValueError):
-            return None
-    v = v.lower()
-    labels = v.split(".")
-    if len(labels) < 2 or len(v) > 253 or labels[-1].isdigit():
-        return None
-    if not all(_LABEL.match(label) for label in labels):
-        return None
-    if any(label.startswith("xn--") for label in labels):
-        try:
-            idna.decode(v)
-        except (idna.IDNAError, UnicodeError, ValueError):
-            return None
-    return v
-
-
-def non_global_reason(addr: ipaddress.IPv4Address | ipaddress.IPv6Address, keep_documentation: bool) -> str | None:
-    """Why an address is not a public internet address, or ``None`` when it is."""
-    if any(addr in net for net in DOCUMENTATION_NETWORKS):
-        return None if keep_documentation else "documentation"
-    if addr.is_unspecified:
-        return "unspecified"
-    if addr.is_loopback:
-        return "loopback"
-    if addr.is_link_local:
-        return "link_local"
-    if addr.is_multicast:
-        return "multicast"
-    if addr.is_private:
-        return "private"
-    if addr.is_reserved:
-        return "reserved"
-    if not addr.is_global:
-        return "non_global"
-    return None
 
 
 @dataclass(frozen=True)
@@ -238,21 +178,17 @@ class IndicatorBuilder:
 
     def _parse_ip(self, text: str) -> IPNetwork | ipaddress.IPv4Address | ipaddress.IPv6Address | None:
         text = text.strip()
+        if "%" in text:  # IPv6 zone ids mean nothing on another host
+            return None
         try:
-            if "/" in text:
-                net = ipaddress.ip_network(text, strict=False)
-                if str(net.network_address) != text.partition("/")[0] or "%" in text:
-                    if "%" in text:
-                        return None
-                    if int(ipaddress.ip_address(text.partition("/")[0])) != int(net.network_address):
-                        self.adjusted["host_bits_cleared"] += 1
-                return net
-            addr = ipaddress.ip_address(text)
+            if "/" not in text:
+                return ipaddress.ip_address(text)
+            net = ipaddress.ip_network(text, strict=False)
+            if int(ipaddress.ip_address(text.partition("/")[0])) != int(net.network_address):
+                self.adjusted["host_bits_cleared"] += 1
+            return net
         except ValueError:
             return None
-        if isinstance(addr, ipaddress.IPv6Address) and addr.scope_id:
-            return None
-        return addr
 
     def _add_ip(self, text: str, directions: list[Direction], ts: int) -> None:
         parsed = self._parse_ip(text)
@@ -274,9 +210,7 @@ class IndicatorBuilder:
         if isinstance(parsed, ipaddress.IPv6Address) and parsed.ipv4_mapped is not None:
             parsed = parsed.ipv4_mapped
             self.adjusted["unmapped_ipv4"] += 1
-        reason = None if self._exclusions.keep_non_global else non_global_reason(parsed, False)
-        if reason is None and not self._exclusions.keep_documentation:
-            reason = non_global_reason(parsed, False) if _is_documentation(parsed) else None
+        reason = self._drop_reason(parsed)
         if reason is not None:
             self.rejected[reason] += 1
             return
@@ -294,18 +228,20 @@ class IndicatorBuilder:
                 if ts > old:
                     bucket[value] = ts
 
+    def _drop_reason(self, addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
+        reason = non_global_reason(addr, self._exclusions.keep_documentation)
+        if reason is not None and reason != "documentation" and self._exclusions.keep_non_global:
+            return None
+        return reason
+
     def _add_network(self, net: IPNetwork, directions: list[Direction], ts: int) -> None:
         if net.prefixlen < self._min_prefix[net.version]:
             self.rejected["too_broad"] += 1
             return
         first, last = net.network_address, net.broadcast_address
-        if not self._exclusions.keep_non_global:
-            reason = non_global_reason(first, True) or non_global_reason(last, True)
-            if reason is not None:
-                self.rejected[reason] += 1
-                return
-        if not self._exclusions.keep_documentation and (_is_documentation(first) or _is_documentation(last)):
-            self.rejected["documentation"] += 1
+        reason = self._drop_reason(first) or self._drop_reason(last)
+        if reason is not None:
+            self.rejected[reason] += 1
             return
         if any(net.subnet_of(ex) for ex in self._exclusions.networks if ex.version == net.version):  # type: ignore[arg-type]
             self.rejected["allowlisted"] += 1
@@ -399,7 +335,7 @@ class IndicatorBuilder:
                         pieces = [q for p in pieces for q in (_carve(p, ex) if p.overlaps(ex) else [p])]
                 carved.extend(pieces)
             nets = carved
-        collapsed: list[IPNetwork] = list(ipaddress.collapse_addresses(nets))  # type: ignore[arg-type]
+        collapsed: list[IPNetwork] = list(ipaddress.collapse_addresses(nets))  # type: ignore[type-var]
         # Merging adjacent CIDRs keeps the same addresses but may build a CIDR broader than the minimum prefix;
         # split those back so no emitted entry is broader than what the feed was allowed to list.
         floor = self._min_prefix[version]
@@ -409,10 +345,6 @@ class IndicatorBuilder:
         if len(bounded) < len(nets):
             self.adjusted["collapsed"] += len(nets) - len(bounded)
         return bounded
-
-
-def _is_documentation(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    return any(addr in net for net in DOCUMENTATION_NETWORKS if net.version == addr.version)
 
 
 def _carve(net: IPNetwork, excluded: IPNetwork) -> list[IPNetwork]:

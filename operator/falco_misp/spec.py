@@ -12,10 +12,11 @@ import ipaddress
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from falco_misp.errors import SpecError
+from falco_misp.values import normalise_domain
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -24,7 +25,7 @@ API_VERSION = "v1alpha1"
 KIND = "MispFeed"
 
 
-class Direction(str, Enum):
+class Direction(StrEnum):
     """Which side of a connection an indicator is matched on."""
 
     INBOUND = "inbound"
@@ -33,7 +34,7 @@ class Direction(str, Enum):
     """We connect to the listed address (``connect``): matched on ``fd.sip``/``fd.snet``/``fd.sip.name``."""
 
 
-class Rollout(str, Enum):
+class Rollout(StrEnum):
     """How Falco picks up changed rules."""
 
     RESTART = "Restart"
@@ -402,7 +403,7 @@ class _Reader:
     def done(self) -> None:
         unknown = sorted(set(self.data) - self.used)
         if unknown:
-            raise SpecError(self.at(unknown[0]), "unknown field (check the spelling; see `kubectl explain mispfeed.spec`)")
+            raise SpecError(self.at(unknown[0]), "unknown field (check the spelling: `kubectl explain mispfeed.spec`)")
 
 
 def _secret_ref(r: _Reader) -> SecretRef:
@@ -562,8 +563,6 @@ def parse_network(value: str, path: str) -> IPNetwork:
 
 
 def _exclusions(r: _Reader) -> Exclusions:
-    from falco_misp.indicators import normalise_domain  # the one domain validator
-
     cidrs = r.strings("cidrs") or ()
     networks = [parse_network(c, f"{r.at('cidrs')}[{i}]") for i, c in enumerate(cidrs)]
     domains: list[str] = []
@@ -578,7 +577,7 @@ def _exclusions(r: _Reader) -> Exclusions:
             raise SpecError(f"{r.at('values')}[{i}]", f"neither an IP address, a CIDR nor a domain: {v!r}")
         domains.append(domain)
     exc = Exclusions(
-        networks=tuple(sorted(set(networks), key=lambda n: (n.version, n))),  # type: ignore[arg-type]
+        networks=tuple(sorted(set(networks), key=lambda n: (n.version, n))),
         domains=tuple(sorted(set(domains))),
         keep_non_global=r.boolean("keepNonGlobal", False),
         keep_documentation=r.boolean("keepDocumentation", False),

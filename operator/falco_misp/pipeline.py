@@ -1,0 +1,49 @@
+"""One render of one feed: fetch -> indicators -> rules (the service both front doors call).
+
+``falco-misp render`` and the operator call :func:`render_feed`, so they produce the same bytes from the same
+spec and the same source data (STYLE.md #7).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from falco_misp.attributes import Attribute
+from falco_misp.indicators import IndicatorBuilder, IndicatorSet
+from falco_misp.render import RulesBundle, render_rules
+from falco_misp.sources import FetchContext, fetch_attributes
+from falco_misp.spec import Feed
+
+
+@dataclass(frozen=True)
+class RenderResult:
+    """What one render produced."""
+
+    fetched: int
+    """Attributes that passed the source's filters."""
+    indicators: IndicatorSet
+    """The validated indicators."""
+    bundle: RulesBundle
+    """The rules files."""
+
+
+def build_result(feed: Feed, attributes: Iterable[Attribute], builder: IndicatorBuilder | None = None) -> RenderResult:
+    """The pure part: attributes -> indicators -> rules."""
+    builder = builder or IndicatorBuilder(feed.spec)
+    fetched = 0
+
+    def counted() -> Iterator[Attribute]:
+        nonlocal fetched
+        for attr in attributes:
+            fetched += 1
+            yield attr
+
+    indicators = builder.add_all(counted()).build()
+    return RenderResult(fetched=fetched, indicators=indicators, bundle=render_rules(feed, indicators))
+
+
+def render_feed(feed: Feed, ctx: FetchContext) -> RenderResult:
+    """Fetch (streaming) and render. Raises SourceError, RenderError; nothing is written here."""
+    builder = IndicatorBuilder(feed.spec)
+    return build_result(feed, fetch_attributes(feed, ctx, builder.rejected), builder)
