@@ -230,7 +230,8 @@ class IndicatorBuilder:
 
     def _drop_reason(self, addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
         reason = non_global_reason(addr, self._exclusions.keep_documentation)
-        if reason is not None and reason != "documentation" and self._exclusions.keep_non_global:
+        # keepNonGlobal keeps private, loopback... addresses; never the unspecified address (not a host at all)
+        if reason not in (None, "documentation", "unspecified") and self._exclusions.keep_non_global:
             return None
         return reason
 

@@ -23,7 +23,7 @@ from falco_misp.indicators import IndicatorSet
 from falco_misp.spec import FALCO_MAX_LIST_ITEMS, Direction, Feed
 
 # Every item is an IP address, a CIDR or a lower-case domain: nothing else may be pasted between quotes.
-_SAFE_ITEM = re.compile(r"^[0-9a-z][0-9a-z.:/-]*$")
+_SAFE_ITEM = re.compile(r"^[0-9a-z:][0-9a-z.:/-]*$")
 _ITEM_LINE = '    - "{}"\n'
 _ITEM_OVERHEAD = len(_ITEM_LINE.format(""))
 

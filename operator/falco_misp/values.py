@@ -62,10 +62,10 @@ def non_global_reason(addr: ipaddress.IPv4Address | ipaddress.IPv6Address, keep_
         return "link_local"
     if addr.is_multicast:
         return "multicast"
-    if addr.is_private:
-        return "private"
     if addr.is_reserved:
         return "reserved"
+    if addr.is_private:
+        return "private"
     if not addr.is_global:
         return "non_global"
     return None

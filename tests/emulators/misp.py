@@ -25,6 +25,7 @@ the shared directory (``$FALCO_MISP_SHARED`` or ``<repo root>/../shared``).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import enum
 import hashlib
@@ -98,6 +99,11 @@ _FEED_ATTRIBUTE_FIELDS = (
 _FEED_OBJECT_FIELDS = (
     "name", "meta-category", "description", "template_uuid", "template_version", "uuid", "timestamp",
     "comment", "first_seen", "last_seen", "deleted",
+)  # fmt: skip
+# Event fields MISP adds to each attribute's Event with includeContext (besides Tag and Orgc).
+_CONTEXT_EVENT_FIELDS = (
+    "date", "threat_level_id", "published", "analysis", "timestamp", "publish_timestamp", "sharing_group_id",
+    "extends_uuid",
 )  # fmt: skip
 # restSearch parameters the emulator understands; anything else is ignored and reported.
 _SEARCH_PARAMS = frozenset({
@@ -210,6 +216,9 @@ class _StoredAttribute:
     object: dict[str, Any] | None  # {"id", "distribution", "sharing_group_id"} for object attributes
 
 
+_Predicate = Callable[[_StoredAttribute], bool]
+
+
 class _SearchError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
@@ -283,7 +292,7 @@ class MispEmulator:
                 return self
             self._stopping.clear()
             self._running = True
-        self._listen()
+        self._sync_listener()
         return self
 
     def stop(self) -> None:
@@ -312,13 +321,17 @@ class MispEmulator:
         with self._lock:
             self._fault = value
             self._fault_successes = 0
-            running = self._running
-        if not running:
+        self._sync_listener()
+
+    def _sync_listener(self) -> None:
+        """Listen unless stopped or refusing right now (a refused fault with after_requests=0)."""
+        fault = self._fault
+        if not self._running:
             return
-        if value is not None and value.kind is FaultKind.REFUSED and value.after_requests == 0:
+        if fault is not None and fault.kind is FaultKind.REFUSED and fault.after_requests == 0:
             self._close_listener()
             self._drop_connections(keep=None)
-        elif self._server is None:
+        else:
             self._listen()
 
     def refuse(self) -> None:
@@ -452,15 +465,14 @@ class MispEmulator:
             "colour": str(tag.get("colour", "#ffffff")),
             "numerical_value": None if numerical_value is None else str(numerical_value),
             "is_galaxy": name.startswith("misp-galaxy:"),
-            "local": bool(int(tag.get("local", 0) or 0)),
-            "exportable": bool(tag.get("exportable", True)),
+            "local": _to_bool(tag.get("local", False)),
+            "exportable": _to_bool(tag.get("exportable", True)),
         }
 
     def _normalise_event(self, raw: dict[str, Any]) -> dict[str, Any]:
         event_id = self._claim_id(raw.get("id"), self._event_ids)
         orgc = dict(raw.get("Orgc") or {"name": "ORGNAME", "uuid": "00000000-0000-4000-8000-000000000001"})
         self._register_org(orgc)
-        published = raw.get("published", False)
         return {
             "id": str(event_id),
             "uuid": raw["uuid"],
@@ -468,7 +480,7 @@ class MispEmulator:
             "date": str(raw.get("date") or date.today().isoformat()),
             "threat_level_id": str(raw.get("threat_level_id", "4")),
             "analysis": str(raw.get("analysis", "0")),
-            "published": published if isinstance(published, bool) else bool(int(published)),
+            "published": _to_bool(raw.get("published", False)),
             "publish_timestamp": str(raw.get("publish_timestamp", "0")),
             "timestamp": str(raw.get("timestamp", "0")),
             "distribution": str(raw.get("distribution", "3")),
@@ -484,8 +496,6 @@ class MispEmulator:
     ) -> None:
         attribute_id = self._claim_id(raw.get("id"), set(self._attributes))
         value = str(raw.get("value", ""))
-        deleted = raw.get("deleted", False)
-        to_ids = raw.get("to_ids", False)
         self._attributes[attribute_id] = _StoredAttribute(
             attribute={
                 "id": str(attribute_id),
@@ -494,14 +504,14 @@ class MispEmulator:
                 "object_relation": raw.get("object_relation"),
                 "category": str(raw.get("category", "Other")),
                 "type": str(raw.get("type", "text")),
-                "to_ids": to_ids if isinstance(to_ids, bool) else bool(int(to_ids)),
+                "to_ids": _to_bool(raw.get("to_ids", False)),
                 "uuid": str(raw.get("uuid") or uuidlib.uuid4()),
                 "timestamp": str(raw.get("timestamp", event["timestamp"])),
                 "distribution": str(raw.get("distribution", "5")),
                 "sharing_group_id": str(raw.get("sharing_group_id", "0")),
                 "comment": str(raw.get("comment", "")),
-                "deleted": deleted if isinstance(deleted, bool) else bool(int(deleted)),
-                "disable_correlation": bool(raw.get("disable_correlation", False)),
+                "deleted": _to_bool(raw.get("deleted", False)),
+                "disable_correlation": _to_bool(raw.get("disable_correlation", False)),
                 "first_seen": raw.get("first_seen"),
                 "last_seen": raw.get("last_seen"),
                 "value": value,
@@ -554,13 +564,13 @@ class MispEmulator:
                 ]
             return [self._render_attribute(s, params) for s in matches], count
 
-    def _predicates(self, params: Mapping[str, Any]) -> list[Callable[[_StoredAttribute], bool]]:
-        predicates: list[Callable[[_StoredAttribute], bool]] = []
+    def _predicates(self, params: Mapping[str, Any]) -> list[_Predicate]:
+        predicates: list[_Predicate] = []
         now = int(time.time())
 
-        def add(param: str, build: Callable[[Any], Callable[[_StoredAttribute], bool]]) -> None:
+        def add(param: str, build: Callable[[Any], _Predicate]) -> None:
             raw = params.get(param)
-            if raw is not None and raw != "" and raw != []:
+            if raw is not None and raw not in ("", []):
                 predicates.append(build(raw))
 
         add("type", lambda raw: _field_filter(raw, lambda s: [s.attribute["type"]]))
@@ -593,7 +603,7 @@ class MispEmulator:
             predicates.append(lambda s: not s.attribute["deleted"])
         return predicates
 
-    def _org_filter(self, raw: Any) -> Callable[[_StoredAttribute], bool]:
+    def _org_filter(self, raw: Any) -> _Predicate:
         any_of, none_of, all_of = _split_filter(raw)
 
         def resolve(values: list[Any]) -> set[str]:
@@ -653,15 +663,7 @@ class MispEmulator:
             "uuid": event["uuid"],
         }
         if _truthy(params.get("includeContext")):
-            embedded.update(
-                {
-                    key: event[key]
-                    for key in (
-                        "date", "threat_level_id", "published", "analysis", "timestamp", "publish_timestamp",
-                        "sharing_group_id", "extends_uuid",
-                    )  # fmt: skip
-                }
-            )
+            embedded.update({key: event[key] for key in _CONTEXT_EVENT_FIELDS})
             embedded["Tag"] = [_tag_out(t) for t in event["Tag"] if t["exportable"]]
             embedded["Orgc"] = {"id": self._orgc_id(event), **event["Orgc"]}
         elif self.minimal_event_context:
@@ -817,10 +819,7 @@ class MispEmulator:
         with self._lock:
             connections = [c for c in self._connections if c is not keep]
         for connection in connections:
-            try:
-                connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+            _shutdown(connection)
 
     def _track(self, connection: socket.socket, *, add: bool) -> None:
         with self._lock:
@@ -880,7 +879,10 @@ class MispEmulator:
         if fault is not None:
             self._apply_fault(handler, fault, record)
             return
-        response = self._route(record)
+        try:
+            response = self._route(record)
+        except Exception as error:  # a bug in the emulator: make it visible to the client
+            response = _error_response(500, path, f"MISP emulator error: {error!r}")
         starts_refusing = self._count_success(path) if response.status == 200 else None
         if starts_refusing is not None:
             # Stop listening *before* answering, so the client's next request is refused for sure.
@@ -966,7 +968,8 @@ class MispEmulator:
         if request.path.rstrip("/").endswith("/json"):
             return_format = "json"
         if return_format != "json":
-            return _error_response(400, request.path, f"The emulator only serves returnFormat json, not {return_format}.")
+            message = f"The emulator only serves returnFormat json, not {return_format}."
+            return _error_response(400, request.path, message)
         try:
             attributes, count = self.search(params)
         except _SearchError as error:
@@ -1052,10 +1055,8 @@ def _send(handler: _Handler, response: _Response) -> None:
 
 
 def _shutdown(connection: socket.socket) -> None:
-    try:
+    with contextlib.suppress(OSError):
         connection.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
 
 
 # ----------------------------------------------------------------------------------------- answers
@@ -1164,6 +1165,13 @@ def _is_data_path(path: str) -> bool:
 # ---------------------------------------------------------------------------------------- filters
 
 
+def _to_bool(value: Any) -> bool:
+    """A stored MISP flag: true/false, 1/0 or their string forms."""
+    if isinstance(value, str):
+        return value.strip().lower() in {"1", "true"}
+    return bool(value)
+
+
 def _truthy(value: Any) -> bool:
     if isinstance(value, str):
         return value.strip().lower() not in {"", "0", "false", "no"}
@@ -1225,9 +1233,7 @@ def _generic_match(pattern: Any, text: str) -> bool:
     return pattern_text.casefold() == text.casefold()
 
 
-def _field_filter(
-    raw: Any, values_of: Callable[[_StoredAttribute], list[str]]
-) -> Callable[[_StoredAttribute], bool]:
+def _field_filter(raw: Any, values_of: Callable[[_StoredAttribute], list[str]]) -> _Predicate:
     any_of, none_of, all_of = _split_filter(raw)
 
     def predicate(stored: _StoredAttribute) -> bool:
@@ -1252,7 +1258,7 @@ def _value_parts(stored: _StoredAttribute) -> list[str]:
     return [value, *parts] if len(parts) > 1 else parts
 
 
-def _threat_level_filter(raw: Any) -> Callable[[_StoredAttribute], bool]:
+def _threat_level_filter(raw: Any) -> _Predicate:
     def level(value: Any) -> str:
         text = str(value).strip().lower()
         return str(_THREAT_LEVELS.get(text, text))
@@ -1271,7 +1277,7 @@ def _threat_level_filter(raw: Any) -> Callable[[_StoredAttribute], bool]:
     return predicate
 
 
-def _flag_filter(raw: Any, flag_of: Callable[[_StoredAttribute], bool], name: str) -> Callable[[_StoredAttribute], bool]:
+def _flag_filter(raw: Any, flag_of: _Predicate, name: str) -> _Predicate:
     values = raw if isinstance(raw, (list, tuple)) else [raw]
     wanted = {_as_flag(v, name) for v in values}
     return lambda stored: flag_of(stored) in wanted
@@ -1300,7 +1306,7 @@ def _resolve_time(value: Any, now: int) -> int:
     return int(parsed.timestamp())
 
 
-def _time_filter(raw: Any, now: int, time_of: Callable[[_StoredAttribute], str]) -> Callable[[_StoredAttribute], bool]:
+def _time_filter(raw: Any, now: int, time_of: Callable[[_StoredAttribute], str]) -> _Predicate:
     """MISP's setTimestampConditions: `>= value`, or a [from, to] range (swapped if reversed)."""
     if isinstance(raw, (list, tuple)):
         if len(raw) != 2:
@@ -1311,7 +1317,7 @@ def _time_filter(raw: Any, now: int, time_of: Callable[[_StoredAttribute], str])
     return lambda stored: low == 0 or int(time_of(stored)) >= low
 
 
-def _date_filter(raw: Any, now: int, *, lower: bool) -> Callable[[_StoredAttribute], bool]:
+def _date_filter(raw: Any, now: int, *, lower: bool) -> _Predicate:
     """`from`/`to`: the event's date (YYYY-MM-DD) against a date, an epoch or a time delta."""
     text = str(raw)
     if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
@@ -1321,7 +1327,7 @@ def _date_filter(raw: Any, now: int, *, lower: bool) -> Callable[[_StoredAttribu
     return lambda stored: stored.event["date"] <= text
 
 
-def _tag_filter(raw: Any, tags_of: Callable[[_StoredAttribute], list[dict[str, Any]]]) -> Callable[[_StoredAttribute], bool]:
+def _tag_filter(raw: Any, tags_of: Callable[[_StoredAttribute], list[dict[str, Any]]]) -> _Predicate:
     """MISP's Attribute::set_filter_tags: LIKE on tag names (or tag ids), OR / NOT / AND."""
     any_of, none_of, all_of = _split_filter(raw)
 
