@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +78,7 @@ def misp_event(
             "published": published,
             "publish_timestamp": str(publish_timestamp),
             "timestamp": str(publish_timestamp),
-            "Orgc": {"id": str(sum(map(ord, org))), "name": org, "uuid": "00000000-0000-4000-a000-000000000001"},
+            "Orgc": {"id": str(sum(map(ord, org))), "name": org, "uuid": str(uuid.uuid5(uuid.NAMESPACE_DNS, org))},
             "Tag": [{"name": t} for t in tags],
             "Attribute": attrs,
         }

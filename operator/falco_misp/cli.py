@@ -110,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="environment variable holding the MISP API key (default MISP_AUTH_KEY)",
     )
     render.add_argument("--ca-bundle", help="PEM CA bundle for the MISP server's certificate")
-    render.add_argument("--quiet", action="store_true", help="print nothing on success")
+    render.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
     render.set_defaults(func=_render)
     return parser
 

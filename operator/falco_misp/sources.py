@@ -88,6 +88,8 @@ class MispApi:
                 return SourceError(f"HTTP{code}", f"MISP at {self.server.url} rejected the API key")
         if "Error code 5" in text:
             return SourceError("HTTP5xx", f"MISP at {self.server.url} answered a server error")
+        if type(exc).__name__ == "PyMISPUnexpectedResponse":
+            return SourceError("InvalidJSON", f"MISP at {self.server.url} answered something that is not JSON")
         reason, what = _reason(exc)
         if reason == "Error" and "Unable to get the user settings" in text:
             return SourceError("Unauthorized", f"MISP at {self.server.url} rejected the API key")

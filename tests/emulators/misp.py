@@ -53,6 +53,7 @@ __all__ = [
     "FaultKind",
     "MispEmulator",
     "RecordedRequest",
+    "iter_reference_events",
     "reference_dir",
     "shared_dir",
 ]
@@ -132,6 +133,11 @@ def shared_dir() -> Path:
 def reference_dir() -> Path:
     """Where the real MISP fixtures live (``<shared>/reference/misp``)."""
     return shared_dir() / "reference" / "misp"
+
+
+def iter_reference_events() -> Iterator[Path]:
+    """Every event fixture under the reference directory (what ``load_reference()`` loads)."""
+    yield from sorted(p for p in reference_dir().rglob("*.json") if p.name != "manifest.json")
 
 
 # --------------------------------------------------------------------------------------------- faults
@@ -270,7 +276,7 @@ class MispEmulator:
         self._event_ids: set[int] = set()
         self._object_ids: set[int] = set()
         self._org_ids: dict[str, str] = {}  # org uuid or lower-cased name -> id
-        self._explicit_org_keys: set[str] = set()
+        self._objects_of: dict[str, list[int]] = {}  # event uuid -> ids of its objects
         self._tag_ids: dict[str, str] = {}  # lower-cased tag name -> id
         self._sighting_records: list[dict[str, Any]] = []
         self._describe_types: dict[str, Any] | None = None
@@ -292,6 +298,7 @@ class MispEmulator:
                 return self
             self._stopping.clear()
             self._running = True
+        self._listen()  # binds the port, so that `url` is known even when refusing from the start
         self._sync_listener()
         return self
 
@@ -361,8 +368,10 @@ class MispEmulator:
             self._raw_events[event_uuid] = raw
             for attribute in raw.get("Attribute") or []:
                 self._store_attribute(attribute, normalised, None)
+            self._objects_of[event_uuid] = []
             for obj in raw.get("Object") or []:
                 object_id = self._claim_id(obj.get("id"), self._object_ids)
+                self._objects_of[event_uuid].append(object_id)
                 object_ref = {
                     "id": str(object_id),
                     "distribution": str(obj.get("distribution", "5")),
@@ -390,7 +399,7 @@ class MispEmulator:
             self._event_ids.clear()
             self._object_ids.clear()
             self._org_ids.clear()
-            self._explicit_org_keys.clear()
+            self._objects_of.clear()
             self._sighting_records.clear()
             self.sightings.clear()
 
@@ -416,6 +425,7 @@ class MispEmulator:
         if old is None:
             return
         self._event_ids.discard(int(old["id"]))
+        self._object_ids.difference_update(self._objects_of.pop(event_uuid, []))
         for attribute_id in [i for i, s in self._attributes.items() if s.event is old]:
             del self._attributes[attribute_id]
 
@@ -440,7 +450,6 @@ class MispEmulator:
         if explicit is not None and str(explicit).isdigit():
             # An explicit id wins over one the emulator assigned earlier.
             self._org_ids[key] = str(explicit)
-            self._explicit_org_keys.add(key)
         elif key not in self._org_ids:
             used = {int(v) for v in self._org_ids.values()}
             self._org_ids[key] = str(max(used | {999}) + 1)  # assigned ids start at 1000
@@ -1010,6 +1019,8 @@ class _Server(ThreadingHTTPServer):
 
     def get_request(self) -> tuple[socket.socket, Any]:
         connection, address = super().get_request()
+        # Headers and body go out in two writes: without this, Nagle + delayed ACK add 40 ms per answer.
+        connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.emulator._track(connection, add=True)
         return connection, address
 
@@ -1344,8 +1355,3 @@ def _tag_filter(raw: Any, tags_of: Callable[[_StoredAttribute], list[dict[str, A
         return all(hit(p, tags) for p in all_of)
 
     return predicate
-
-
-def iter_reference_events() -> Iterator[Path]:
-    """Every event fixture under the reference directory (what ``load_reference()`` loads)."""
-    yield from sorted(p for p in reference_dir().rglob("*.json") if p.name != "manifest.json")
