@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 from falco_misp.attributes import Attribute
 from falco_misp.spec import SUPPORTED_TYPES, Direction, FeedSpec, IPNetwork
-from falco_misp.values import non_global_reason, normalise_domain
+from falco_misp.values import ipv4_range_reason, non_global_reason, normalise_domain
 
 # Why a value was dropped. Keys are stable: they appear in status, metrics and the CLI summary.
 REJECT_REASONS: Mapping[str, str] = {
@@ -115,6 +115,7 @@ class IndicatorBuilder:
         self._domains_enabled = spec.falco.domains
         self._excluded_domains = spec.exclusions.domains
         self._min_prefix = {4: spec.limits.min_prefix_v4, 6: spec.limits.min_prefix_v6}
+        self._allow = {v: _Intervals([n for n in spec.exclusions.networks if n.version == v]) for v in (4, 6)}
         self._addresses: dict[_Key, dict[int, int]] = {}
         self._networks: dict[_Key, dict[_Net, int]] = {}
         self._domain_ts: dict[str, int] = {}
@@ -176,8 +177,37 @@ class IndicatorBuilder:
         else:
             self._domain_ts[domain] = ts
 
-    def _parse_ip(self, text: str) -> IPNetwork | ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    def _add_ip(self, text: str, directions: list[Direction], ts: int) -> None:
         text = text.strip()
+        if "/" not in text and ":" not in text:  # fast path: the bulk of every feed is plain IPv4
+            try:
+                value = int.from_bytes(socket.inet_pton(socket.AF_INET, text), "big")
+            except (OSError, ValueError):  # inet_pton is strict: no leading zeros, no short forms
+                self.rejected["invalid_address"] += 1
+                return
+            self._add_address(4, value, directions, ts)
+            return
+        parsed = self._parse_ip(text)
+        if parsed is None:
+            self.rejected["invalid_address"] += 1
+            return
+        if isinstance(parsed, ipaddress.IPv6Network) and parsed.prefixlen >= 96:
+            mapped = parsed.network_address.ipv4_mapped
+            if mapped is not None:
+                parsed = ipaddress.IPv4Network((int(mapped), parsed.prefixlen - 96))
+                self.adjusted["unmapped_ipv4"] += 1
+        if isinstance(parsed, ipaddress.IPv4Network | ipaddress.IPv6Network):
+            if parsed.prefixlen != parsed.max_prefixlen:
+                self._add_network(parsed, directions, ts)
+                return
+            self.adjusted["single_host_network"] += 1
+            parsed = parsed.network_address
+        if isinstance(parsed, ipaddress.IPv6Address) and parsed.ipv4_mapped is not None:
+            parsed = parsed.ipv4_mapped
+            self.adjusted["unmapped_ipv4"] += 1
+        self._add_address(parsed.version, int(parsed), directions, ts)
+
+    def _parse_ip(self, text: str) -> IPNetwork | ipaddress.IPv4Address | ipaddress.IPv6Address | None:
         if "%" in text:  # IPv6 zone ids mean nothing on another host
             return None
         try:
@@ -190,36 +220,29 @@ class IndicatorBuilder:
         except ValueError:
             return None
 
-    def _add_ip(self, text: str, directions: list[Direction], ts: int) -> None:
-        parsed = self._parse_ip(text)
-        if parsed is None:
-            self.rejected["invalid_address"] += 1
-            return
-        if isinstance(parsed, ipaddress.IPv6Network) and parsed.prefixlen >= 96:
-            mapped = parsed.network_address.ipv4_mapped
-            if mapped is not None:
-                parsed = ipaddress.IPv4Network((int(mapped), parsed.prefixlen - 96))
-                self.adjusted["unmapped_ipv4"] += 1
-        if isinstance(parsed, ipaddress.IPv4Network | ipaddress.IPv6Network):
-            if parsed.prefixlen == parsed.max_prefixlen:
-                self.adjusted["single_host_network"] += 1
-                parsed = parsed.network_address
-            else:
-                self._add_network(parsed, directions, ts)
-                return
-        if isinstance(parsed, ipaddress.IPv6Address) and parsed.ipv4_mapped is not None:
-            parsed = parsed.ipv4_mapped
-            self.adjusted["unmapped_ipv4"] += 1
-        reason = self._drop_reason(parsed)
+    def _drop_reason(self, version: int, first: int, last: int) -> str | None:
+        """Why a range may not be emitted: not globally reachable (unless kept), or allow-listed."""
+        keep_doc = self._exclusions.keep_documentation
+        if version == 4:
+            reason = ipv4_range_reason(first, last, keep_doc)
+        else:
+            reason = non_global_reason(ipaddress.IPv6Address(first), keep_doc) or non_global_reason(
+                ipaddress.IPv6Address(last), keep_doc
+            )
+        # keepNonGlobal keeps private, loopback... addresses; never the unspecified address (not a host at all)
+        if reason not in (None, "documentation", "unspecified") and self._exclusions.keep_non_global:
+            reason = None
+        if reason is None and self._allow[version].covers(first, last):
+            reason = "allowlisted"
+        return reason
+
+    def _add_address(self, version: int, value: int, directions: list[Direction], ts: int) -> None:
+        reason = self._drop_reason(version, value, value)
         if reason is not None:
             self.rejected[reason] += 1
             return
-        if any(parsed in net for net in self._exclusions.networks):
-            self.rejected["allowlisted"] += 1
-            return
-        value = int(parsed)
         for d in directions:
-            bucket = self._addresses.setdefault((d, parsed.version), {})
+            bucket = self._addresses.setdefault((d, version), {})
             old = bucket.get(value)
             if old is None:
                 bucket[value] = ts
@@ -228,26 +251,16 @@ class IndicatorBuilder:
                 if ts > old:
                     bucket[value] = ts
 
-    def _drop_reason(self, addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
-        reason = non_global_reason(addr, self._exclusions.keep_documentation)
-        # keepNonGlobal keeps private, loopback... addresses; never the unspecified address (not a host at all)
-        if reason not in (None, "documentation", "unspecified") and self._exclusions.keep_non_global:
-            return None
-        return reason
-
     def _add_network(self, net: IPNetwork, directions: list[Direction], ts: int) -> None:
         if net.prefixlen < self._min_prefix[net.version]:
             self.rejected["too_broad"] += 1
             return
-        first, last = net.network_address, net.broadcast_address
-        reason = self._drop_reason(first) or self._drop_reason(last)
+        first, last = int(net.network_address), int(net.broadcast_address)
+        reason = self._drop_reason(net.version, first, last)
         if reason is not None:
             self.rejected[reason] += 1
             return
-        if any(net.subnet_of(ex) for ex in self._exclusions.networks if ex.version == net.version):  # type: ignore[arg-type]
-            self.rejected["allowlisted"] += 1
-            return
-        key_net = (int(first), net.prefixlen)
+        key_net = (first, net.prefixlen)
         for d in directions:
             bucket = self._networks.setdefault((d, net.version), {})
             old = bucket.get(key_net)
@@ -354,18 +367,26 @@ def _carve(net: IPNetwork, excluded: IPNetwork) -> list[IPNetwork]:
     return list(net.address_exclude(excluded))  # type: ignore[arg-type]
 
 
+class _Intervals:
+    """Sorted, non-overlapping integer ranges of a set of networks: containment by bisection."""
+
+    def __init__(self, nets: Iterable[IPNetwork]) -> None:
+        merged = list(ipaddress.collapse_addresses(nets))  # type: ignore[type-var]
+        self.starts = [int(n.network_address) for n in merged]
+        self.ends = [int(n.broadcast_address) for n in merged]
+
+    def covers(self, first: int, last: int) -> bool:
+        """Whether ``first..last`` lies inside one range."""
+        i = bisect_right(self.starts, first) - 1
+        return i >= 0 and last <= self.ends[i]
+
+
 def _not_covered(addresses: list[int], nets: list[IPNetwork]) -> list[int]:
-    """Addresses (sorted ints) not inside any of the (collapsed, non-overlapping, sorted) networks."""
+    """Addresses (sorted ints) not inside any of the networks."""
     if not nets:
         return addresses
-    starts = [int(n.network_address) for n in nets]
-    ends = [int(n.broadcast_address) for n in nets]
-    kept = []
-    for a in addresses:
-        i = bisect_right(starts, a) - 1
-        if i < 0 or a > ends[i]:
-            kept.append(a)
-    return kept
+    covered = _Intervals(nets)
+    return [a for a in addresses if not covered.covers(a, a)]
 
 
 def _format_addresses(values: list[int], version: int) -> list[str]:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from bisect import bisect_right
+from itertools import pairwise
 
 import idna
 
@@ -50,9 +52,65 @@ def normalise_domain(value: str) -> str | None:
     return v
 
 
+# IANA IPv4 Special-Purpose Address Registry, the blocks that are not globally reachable (explicit here rather
+# than ipaddress's is_private/is_global, whose IPv4 tables changed between Python patch releases and which are
+# too slow for a million values: this is one bisect per address).
+_IPV4_SPECIAL: tuple[tuple[str, str], ...] = (
+    ("0.0.0.0/32", "unspecified"),
+    ("0.0.0.0/8", "reserved"),
+    ("10.0.0.0/8", "private"),
+    ("100.64.0.0/10", "non_global"),
+    ("127.0.0.0/8", "loopback"),
+    ("169.254.0.0/16", "link_local"),
+    ("172.16.0.0/12", "private"),
+    ("192.0.0.0/24", "reserved"),
+    ("192.0.2.0/24", "documentation"),
+    ("192.88.99.0/24", "reserved"),
+    ("192.168.0.0/16", "private"),
+    ("198.18.0.0/15", "non_global"),
+    ("198.51.100.0/24", "documentation"),
+    ("203.0.113.0/24", "documentation"),
+    ("224.0.0.0/4", "multicast"),
+    ("240.0.0.0/4", "reserved"),
+)
+
+
+def _ranges() -> tuple[list[int], list[int], list[str]]:
+    """Non-overlapping (start, end, reason) intervals; a more specific block wins over the one containing it."""
+    bounds: set[int] = {0, 2**32}
+    nets = [(ipaddress.IPv4Network(n), r) for n, r in _IPV4_SPECIAL]
+    for net, _ in nets:
+        bounds |= {int(net.network_address), int(net.broadcast_address) + 1}
+    points = sorted(bounds)
+    starts, ends, reasons = [], [], []
+    for lo, hi in pairwise(points):
+        covering = [(n.prefixlen, r) for n, r in nets if n.network_address <= ipaddress.IPv4Address(lo) <= n.broadcast_address]
+        if covering:
+            starts.append(lo)
+            ends.append(hi - 1)
+            reasons.append(max(covering)[1])
+    return starts, ends, reasons
+
+
+_V4_STARTS, _V4_ENDS, _V4_REASONS = _ranges()
+
+
+def ipv4_range_reason(first: int, last: int, keep_documentation: bool) -> str | None:
+    """Why any address in ``first..last`` (IPv4 ints) is not globally reachable, or ``None``."""
+    i = bisect_right(_V4_STARTS, last) - 1
+    while i >= 0 and _V4_ENDS[i] >= first:
+        reason = _V4_REASONS[i]
+        if not (keep_documentation and reason == "documentation"):
+            return reason
+        i -= 1
+    return None
+
+
 def non_global_reason(addr: ipaddress.IPv4Address | ipaddress.IPv6Address, keep_documentation: bool) -> str | None:
     """Why an address is not a public internet address, or ``None`` when it is."""
-    if any(addr in net for net in DOCUMENTATION_NETWORKS if net.version == addr.version):
+    if isinstance(addr, ipaddress.IPv4Address):
+        return ipv4_range_reason(int(addr), int(addr), keep_documentation)
+    if any(addr in net for net in DOCUMENTATION_NETWORKS if net.version == 6):
         return None if keep_documentation else "documentation"
     if addr.is_unspecified:
         return "unspecified"
