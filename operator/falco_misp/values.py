@@ -84,7 +84,8 @@ def _ranges() -> tuple[list[int], list[int], list[str]]:
     points = sorted(bounds)
     starts, ends, reasons = [], [], []
     for lo, hi in pairwise(points):
-        covering = [(n.prefixlen, r) for n, r in nets if n.network_address <= ipaddress.IPv4Address(lo) <= n.broadcast_address]
+        inside = ipaddress.IPv4Address(lo)
+        covering = [(n.prefixlen, r) for n, r in nets if n.network_address <= inside <= n.broadcast_address]
         if covering:
             starts.append(lo)
             ends.append(hi - 1)
