@@ -66,6 +66,26 @@ def _reason(exc: BaseException) -> tuple[str, str]:
 
 
 # ---------------------------------------------------------------------------------------------------------- MISP
+class _ResultCount(requests.auth.AuthBase):
+    """Reads MISP's ``X-Result-Count`` header, which PyMISP does not expose.
+
+    Not authentication (PyMISP sends the key itself): ``auth=`` is the public PyMISP/requests hook point that
+    sees every request, and this registers a response hook on each.
+    """
+
+    def __init__(self) -> None:
+        self.last: int | None = None
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        self.last = None
+        request.register_hook("response", self._record)
+        return request
+
+    def _record(self, response: requests.Response, *args: object, **kwargs: object) -> None:
+        value = response.headers.get("X-Result-Count", "")
+        self.last = int(value) if value.isdigit() else None
+
+
 class MispApi:
     """The slice of MISP the operator uses, over the real PyMISP client."""
 
@@ -74,9 +94,15 @@ class MispApi:
             raise SourceError("AuthKeyMissing", f"no API key for MISP at {server.url}")
         self.server = server
         verify: bool | str = (ca_bundle or True) if server.verify_tls else False
+        self._count = _ResultCount()
         try:
             self._misp = PyMISP(
-                server.url, auth_key, ssl=verify, timeout=server.timeout_seconds, tool="falco-misp-operator"
+                server.url,
+                auth_key,
+                ssl=verify,
+                timeout=server.timeout_seconds,
+                tool="falco-misp-operator",
+                auth=self._count,
             )
         except Exception as exc:
             raise self._error(exc) from None
@@ -94,6 +120,11 @@ class MispApi:
         if reason == "Error" and "Unable to get the user settings" in text:
             return SourceError("Unauthorized", f"MISP at {self.server.url} rejected the API key")
         return SourceError(reason, f"MISP at {self.server.url}: {what}")
+
+    @property
+    def result_count(self) -> int | None:
+        """``X-Result-Count`` of the last search (matches before MISP's warninglist/decay post-filter)."""
+        return self._count.last
 
     def search_attributes(self, params: dict[str, Any], page: int, limit: int) -> list[dict[str, Any]]:
         """One page of ``/attributes/restSearch``."""
@@ -137,7 +168,13 @@ def fetch_misp(feed: Feed, ctx: FetchContext, api: MispApi | None = None) -> Ite
                         continue
                     seen.add(attr.uuid)
                 yield attr
-            if len(rows) < server.page_size:
+            # MISP pages in SQL and drops warninglisted/decayed values afterwards: with those filters a short (even
+            # empty) page is not the last one, so page on X-Result-Count (the count before the post-filter).
+            if filters.enforce_warninglist or filters.exclude_decayed:
+                total = api.result_count
+                if (total is not None and page * server.page_size >= total) or (total is None and not rows):
+                    break
+            elif len(rows) < server.page_size:
                 break
             page += 1
 

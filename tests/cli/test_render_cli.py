@@ -145,6 +145,15 @@ def test_filters_are_sent_and_honoured(tmp_path: Path, misp: MispEmulator, key: 
     assert body["org"] == ["Good"] and body["threat_level_id"] == ["1", "2"] and body["tags"] == {"NOT": ["tlp:red"]}
 
 
+def test_warninglist_short_pages_do_not_end_the_fetch(tmp_path: Path, misp: MispEmulator, key: str) -> None:
+    values = ["8.8.8.8", "8.8.4.4", "1.1.1.1", "9.9.9.9", "1.0.0.1", "4.4.4.4", "5.5.5.5"]
+    misp.add_event(misp_event(1, [{"type": "ip-dst", "value": v} for v in values]))
+    spec = misp_spec(misp, enforceWarninglist=True)
+    assert render(write_feed(tmp_path, spec), tmp_path / "out") == 0
+    assert lists_of(tmp_path / "out") == {"outbound_addresses": ["4.4.4.4", "5.5.5.5", "9.9.9.9"]}
+    assert all((r.json or {}).get("enforceWarninglist") in (1, True, "1") for r in misp.restsearch_requests())
+
+
 def test_any_of_groups_are_merged(tmp_path: Path, misp: MispEmulator, key: str) -> None:
     misp.add_event(misp_event(1, [{"type": "ip-dst", "value": "8.8.4.4"}, {"type": "ip-src", "value": "7.7.7.7"}],
                               org="A"))  # fmt: skip
