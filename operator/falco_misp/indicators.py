@@ -65,6 +65,8 @@ ADJUSTMENTS: Mapping[str, str] = {
     "covered_by_network": "address inside a listed CIDR of the same direction",
     "collapsed": "CIDRs merged into fewer entries",
     "carved": "CIDR split around an allow-listed range",
+    "expanded_networks": "narrow CIDRs turned into single addresses (limits.expandPrefixV4/V6)",
+    "expanded_addresses": "addresses those CIDRs became",
 }
 
 
@@ -277,6 +279,7 @@ class IndicatorBuilder:
         self._cap_total()
         addresses: dict[Direction, tuple[str, ...]] = {}
         networks: dict[Direction, tuple[str, ...]] = {}
+        expand_budget = self._limits.max_expanded_addresses
         for d in Direction:
             addr_out: list[str] = []
             net_out: list[str] = []
@@ -287,6 +290,9 @@ class IndicatorBuilder:
                 nets = [n for n in nets if n.prefixlen != n.max_prefixlen]
                 kept = _not_covered(sorted(set(addrs) | {int(n.network_address) for n in single}), nets)
                 self.adjusted["covered_by_network"] += len(addrs) + len(single) - len(kept)
+                nets, expanded, expand_budget = self._expand(nets, expand_budget)
+                if expanded:
+                    kept = sorted(set(kept).union(*expanded))
                 addr_out.extend(_format_addresses(kept, version))
                 net_out.extend(str(n) for n in nets)
             if addr_out:
@@ -300,6 +306,30 @@ class IndicatorBuilder:
             rejected=dict(sorted((k, v) for k, v in self.rejected.items() if v)),
             adjusted=dict(sorted((k, v) for k, v in self.adjusted.items() if v)),
         )
+
+    def _expand(self, nets: list[IPNetwork], budget: int) -> tuple[list[IPNetwork], list[range], int]:
+        """Turn narrow CIDRs into address ranges (a hash-set lookup in Falco instead of a linear scan).
+
+        The narrowest CIDRs go first, in address order, while the budget lasts. The addresses matched stay
+        exactly the same: each expanded CIDR becomes every address it holds.
+        """
+        if not nets:
+            return nets, [], budget
+        threshold = self._limits.expand_prefix_v4 if nets[0].version == 4 else self._limits.expand_prefix_v6
+        if not threshold:
+            return nets, [], budget
+        candidates = sorted((n for n in nets if n.prefixlen >= threshold), key=lambda n: (-n.prefixlen, n))
+        chosen: set[IPNetwork] = set()
+        for net in candidates:
+            if net.num_addresses > budget:
+                break  # sorted by size: every later CIDR is at least as large
+            budget -= net.num_addresses
+            chosen.add(net)
+        expanded = [range(int(n.network_address), int(n.broadcast_address) + 1) for n in sorted(chosen)]
+        if chosen:
+            self.adjusted["expanded_networks"] += len(chosen)
+            self.adjusted["expanded_addresses"] += sum(len(r) for r in expanded)
+        return [n for n in nets if n not in chosen], expanded, budget
 
     def _cap_domains(self) -> None:
         excess = len(self._domain_ts) - self._limits.max_domains

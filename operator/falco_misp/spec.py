@@ -232,6 +232,12 @@ class Limits:
     """Cap on domain names (each is resolved by every Falco node)."""
     cidr_warn_threshold: int = 1_000
     """Warn when more CIDR entries than this are emitted (each is a linear scan per event)."""
+    expand_prefix_v4: int = 0
+    """Expand IPv4 CIDRs of this prefix length or longer into single addresses (0: never)."""
+    expand_prefix_v6: int = 0
+    """Expand IPv6 CIDRs of this prefix length or longer into single addresses (0: never)."""
+    max_expanded_addresses: int = 100_000
+    """At most this many addresses come from expansion; the narrowest CIDRs are expanded first."""
 
 
 @dataclass(frozen=True)
@@ -586,6 +592,14 @@ def _exclusions(r: _Reader) -> Exclusions:
     return exc
 
 
+def _expand_prefix(r: _Reader, key: str, bits: int) -> int:
+    """0 (off) or a prefix length; expanding broader than /16 (IPv4) or /112 (IPv6) would make huge lists."""
+    value = r.integer(key, 0, minimum=0, maximum=bits)
+    if value and value < bits - 16:
+        raise SpecError(r.at(key), f"must be 0 (off) or between {bits - 16} and {bits}, got {value}")
+    return value
+
+
 def _limits(r: _Reader) -> Limits:
     limits = Limits(
         max_indicators=r.integer("maxIndicators", 1_000_000, minimum=1, maximum=10_000_000),
@@ -594,6 +608,9 @@ def _limits(r: _Reader) -> Limits:
         min_prefix_v6=r.integer("minPrefixV6", 32, minimum=16, maximum=128),
         max_domains=r.integer("maxDomains", 100, minimum=0, maximum=MAX_DOMAINS_HARD),
         cidr_warn_threshold=r.integer("cidrWarnThreshold", 1_000, minimum=0, maximum=FALCO_MAX_LIST_ITEMS),
+        expand_prefix_v4=_expand_prefix(r, "expandPrefixV4", 32),
+        expand_prefix_v6=_expand_prefix(r, "expandPrefixV6", 128),
+        max_expanded_addresses=r.integer("maxExpandedAddresses", 100_000, minimum=0, maximum=1_000_000),
     )
     r.done()
     return limits
