@@ -121,9 +121,12 @@ class EventContext:
         )
 
 
-def attribute_from_json(raw: Mapping[str, Any], event: EventContext | None = None) -> Attribute | None:
+def attribute_from_json(
+    raw: Mapping[str, Any], event: EventContext | None = None, cache: dict[str, EventContext] | None = None
+) -> Attribute | None:
     """One attribute; its ``Event`` member (restSearch) or the given event context supplies the event fields.
 
+    ``cache`` (event uuid -> context) saves re-reading the same embedded event for each of its attributes.
     Returns ``None`` for entries that are not attributes at all (no string type/value) or are deleted.
     """
     value, type_ = raw.get("value"), raw.get("type")
@@ -131,7 +134,15 @@ def attribute_from_json(raw: Mapping[str, Any], event: EventContext | None = Non
         return None
     if event is None:
         embedded = raw.get("Event")
-        event = EventContext.from_event(embedded) if isinstance(embedded, Mapping) else EventContext()
+        if not isinstance(embedded, Mapping):
+            event = EventContext()
+        elif cache is None:
+            event = EventContext.from_event(embedded)
+        else:
+            key = _str(embedded.get("uuid")) or _str(embedded.get("id"))
+            event = cache.get(key)
+            if event is None:
+                event = cache[key] = EventContext.from_event(embedded)
     tags = _tag_names(raw.get("Tag"))
     return Attribute(
         value=value,

@@ -20,7 +20,13 @@ from urllib.parse import urljoin, urlsplit
 import requests
 from pymisp import PyMISP
 
-from falco_misp.attributes import Attribute, attribute_from_json, attributes_from_document, attributes_from_text
+from falco_misp.attributes import (
+    Attribute,
+    EventContext,
+    attribute_from_json,
+    attributes_from_document,
+    attributes_from_text,
+)
 from falco_misp.errors import SourceError
 from falco_misp.filters import build_restsearch_params, select
 from falco_misp.spec import Feed, Location, MispServer
@@ -153,6 +159,7 @@ def fetch_misp(feed: Feed, ctx: FetchContext, api: MispApi | None = None) -> Ite
     if api is None:
         api = MispApi(server, ctx.auth_key or "", ctx.ca_bundle)
     seen: set[str] | None = set() if len(feed.spec.filters) > 1 else None
+    events: dict[str, EventContext] = {}
     for filters in feed.spec.filters:
         params = build_restsearch_params(filters, ctx.now)
         page = 1
@@ -160,7 +167,7 @@ def fetch_misp(feed: Feed, ctx: FetchContext, api: MispApi | None = None) -> Ite
             rows = api.search_attributes(params, page, server.page_size)
             log.debug("misp page", extra={"feed": feed.name, "page": page, "attributes": len(rows)})
             for raw in rows:
-                attr = attribute_from_json(raw)
+                attr = attribute_from_json(raw, cache=events)
                 if attr is None:
                     continue
                 if seen is not None:
