@@ -335,6 +335,8 @@ class _Reader:
         return self.data.get(key)
 
     def has(self, key: str) -> bool:
+        """Whether the key holds a value (null counts as absent); the key counts as read."""
+        self.used.add(key)
         return self.data.get(key) is not None
 
     def child(self, key: str) -> _Reader:
@@ -434,8 +436,6 @@ def _misp_server(r: _Reader) -> MispServer:
         timeout_seconds=r.number("timeoutSeconds", 30.0, minimum=1, maximum=600),
         page_size=r.integer("pageSize", 5_000, minimum=1, maximum=100_000),
     )
-    r.raw("authKeySecretRef")
-    r.raw("caBundleSecretRef")
     r.done()
     return server
 
@@ -463,7 +463,6 @@ def _types(r: _Reader, key: str) -> tuple[str, ...] | None:
 
 
 def _text(r: _Reader) -> TextList:
-    raw_types = r.raw("types")
     text = TextList(
         location=Location(
             url=r.string("url"),
@@ -473,7 +472,6 @@ def _text(r: _Reader) -> TextList:
         types=_types(r, "types") or ("ip-src", "ip-dst"),
         min_score=r.integer("minScore", 0, minimum=0, maximum=1_000_000) if r.has("minScore") else None,
     )
-    del raw_types
     r.done()
     return text
 
@@ -517,7 +515,7 @@ def _filters(r: _Reader, *, server_side: bool) -> tuple[FilterSet, ...]:
         orgs=r.strings("orgs") or (),
         categories=r.strings("categories") or (),
         tags=_tags(r.child("tags")),
-        to_ids=r.optional_boolean("toIds") if "toIds" in r.data else True,
+        to_ids=r.optional_boolean("toIds") if "toIds" in r.data else True,  # explicit null: both
         published=r.optional_boolean("published"),
         min_threat_level=_threat_level(r, "minThreatLevel"),
         max_age_seconds=r.duration("maxAge", None),
@@ -525,7 +523,6 @@ def _filters(r: _Reader, *, server_side: bool) -> tuple[FilterSet, ...]:
         enforce_warninglist=r.boolean("enforceWarninglist", False),
         exclude_decayed=r.boolean("excludeDecayed", False),
     )
-    r.raw("toIds")
     if not server_side:
         for key, on in (("enforceWarninglist", base.enforce_warninglist), ("excludeDecayed", base.exclude_decayed)):
             if on:
@@ -555,7 +552,6 @@ def _filters(r: _Reader, *, server_side: bool) -> tuple[FilterSet, ...]:
                 exclude_decayed=base.exclude_decayed,
             )
         )
-        g.raw("tags")
         g.done()
     return tuple(groups)
 
@@ -647,8 +643,6 @@ def _falco(r: _Reader) -> FalcoTarget:
         min_rollout_interval_seconds=r.duration("minRolloutInterval", 300) or 0,
         shard_bytes=r.integer("shardBytes", DEFAULT_SHARD_BYTES, minimum=16 * 1024, maximum=1000 * 1024),
     )
-    r.raw("daemonSet")
-    r.raw("configMapPrefix")
     r.done()
     return target
 
@@ -692,5 +686,4 @@ def parse_feed(document: object) -> Feed:
         raise SpecError("metadata.name", f"expected a lower-case DNS label of at most 47 characters, got {name!r}")
     namespace = meta.string("namespace", "default", pattern=_DNS_LABEL)
     spec = parse_spec(r.raw("spec"), "spec")
-    r.raw("status")  # a manifest copied from `kubectl get -o yaml` still parses
     return Feed(name=name, namespace=namespace, spec=spec)
