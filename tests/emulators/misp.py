@@ -274,6 +274,7 @@ class MispEmulator:
         self._raw_events: dict[str, dict[str, Any]] = {}  # event uuid -> event as loaded (for the feed)
         self._attributes: dict[int, _StoredAttribute] = {}
         self._event_ids: set[int] = set()
+        self._attribute_ids: set[int] = set()  # keys of _attributes, kept as a set for _claim_id
         self._object_ids: set[int] = set()
         self._org_ids: dict[str, str] = {}  # org uuid or lower-cased name -> id
         self._objects_of: dict[str, list[int]] = {}  # event uuid -> ids of its objects
@@ -400,6 +401,7 @@ class MispEmulator:
             self._events.clear()
             self._raw_events.clear()
             self._attributes.clear()
+            self._attribute_ids.clear()
             self._event_ids.clear()
             self._object_ids.clear()
             self._org_ids.clear()
@@ -432,6 +434,7 @@ class MispEmulator:
         self._object_ids.difference_update(self._objects_of.pop(event_uuid, []))
         for attribute_id in [i for i, s in self._attributes.items() if s.event is old]:
             del self._attributes[attribute_id]
+            self._attribute_ids.discard(attribute_id)
 
     @staticmethod
     def _claim_id(explicit: Any, used: set[int]) -> int:
@@ -507,7 +510,7 @@ class MispEmulator:
     def _store_attribute(
         self, raw: Mapping[str, Any], event: dict[str, Any], object_ref: dict[str, Any] | None
     ) -> None:
-        attribute_id = self._claim_id(raw.get("id"), set(self._attributes))
+        attribute_id = self._claim_id(raw.get("id"), self._attribute_ids)
         value = str(raw.get("value", ""))
         self._attributes[attribute_id] = _StoredAttribute(
             attribute={
