@@ -26,6 +26,7 @@ from bisect import bisect_right
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from falco_misp.attributes import Attribute
 from falco_misp.spec import SUPPORTED_TYPES, Direction, FeedSpec, IPNetwork
@@ -103,6 +104,7 @@ class IndicatorSet:
         return out
 
 
+_T = TypeVar("_T")
 _Key = tuple[Direction, int]  # (direction, IP version)
 _Net = tuple[int, int]  # (network address as int, prefix length)
 
@@ -173,11 +175,17 @@ class IndicatorBuilder:
         if any(domain == ex or domain.endswith("." + ex) for ex in self._excluded_domains):
             self.rejected["allowlisted"] += 1
             return
-        if domain in self._domain_ts:
-            self.adjusted["duplicate"] += 1
-            self._domain_ts[domain] = max(ts, self._domain_ts[domain])
-        else:
-            self._domain_ts[domain] = ts
+        self._record(self._domain_ts, domain, ts)
+
+    def _record(self, bucket: dict[_T, int], key: _T, ts: int) -> None:
+        """Remember ``key`` with the newest timestamp seen for it; count repeats."""
+        old = bucket.get(key)
+        if old is None:
+            bucket[key] = ts
+            return
+        self.adjusted["duplicate"] += 1
+        if ts > old:
+            bucket[key] = ts
 
     def _add_ip(self, text: str, directions: list[Direction], ts: int) -> None:
         text = text.strip()
@@ -244,14 +252,7 @@ class IndicatorBuilder:
             self.rejected[reason] += 1
             return
         for d in directions:
-            bucket = self._addresses.setdefault((d, version), {})
-            old = bucket.get(value)
-            if old is None:
-                bucket[value] = ts
-            else:
-                self.adjusted["duplicate"] += 1
-                if ts > old:
-                    bucket[value] = ts
+            self._record(self._addresses.setdefault((d, version), {}), value, ts)
 
     def _add_network(self, net: IPNetwork, directions: list[Direction], ts: int) -> None:
         if net.prefixlen < self._min_prefix[net.version]:
@@ -264,14 +265,7 @@ class IndicatorBuilder:
             return
         key_net = (first, net.prefixlen)
         for d in directions:
-            bucket = self._networks.setdefault((d, net.version), {})
-            old = bucket.get(key_net)
-            if old is None:
-                bucket[key_net] = ts
-            else:
-                self.adjusted["duplicate"] += 1
-                if ts > old:
-                    bucket[key_net] = ts
+            self._record(self._networks.setdefault((d, net.version), {}), key_net, ts)
 
     def build(self) -> IndicatorSet:
         """Apply the caps, carve, collapse and containment; return the sorted :class:`IndicatorSet`."""
