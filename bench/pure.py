@@ -29,7 +29,10 @@ def main() -> None:
     start = time.perf_counter()
     result = build_result(feed, select(attributes, feed.spec.filters, int(time.time())))
     seconds = time.perf_counter() - start
-    digest = hashlib.sha256(b"".join(s.content for s in result.bundle.shards)).hexdigest()
+    # the same digest bench/run.py takes over the written files: contents in file-name order
+    digest = hashlib.sha256(
+        b"".join(s.content for s in sorted(result.bundle.shards, key=lambda s: s.filename))
+    ).hexdigest()
     print(f"seconds={seconds:.3f} bytes={result.bundle.total_bytes} shards={len(result.bundle.shards)} sha256={digest}")
     print(f"peak_rss_kb={peak_rss_kb()}", file=sys.stderr)
 
