@@ -26,6 +26,7 @@ from falco_misp.errors import RenderError, SourceError, SpecError
 from falco_misp.manifests import build_configmaps
 from falco_misp.output import write_files
 from falco_misp.pipeline import render_feed
+from falco_misp.runner import add_run_command
 from falco_misp.sources import FetchContext
 from falco_misp.spec import Feed, parse_feed
 from falco_misp.summary import format_summary
@@ -112,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--ca-bundle", help="PEM CA bundle for the MISP server's certificate")
     render.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
     render.set_defaults(func=_render)
+    add_run_command(sub)
     return parser
 
 

@@ -84,12 +84,18 @@ class _ResultCount(requests.auth.AuthBase):
 
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
         self.last = None
-        request.register_hook("response", self._record)
+        request.register_hook("response", self._record)  # type: ignore[no-untyped-call]
         return request
 
     def _record(self, response: requests.Response, *args: object, **kwargs: object) -> None:
         value = response.headers.get("X-Result-Count", "")
         self.last = int(value) if value.isdigit() else None
+
+
+def quiet_pymisp_logger() -> None:
+    """PyMISP logs every request's headers, the API key included, at DEBUG: keep its logger at INFO or above."""
+    logger = logging.getLogger("pymisp")
+    logger.setLevel(max(logging.INFO, logger.getEffectiveLevel()))
 
 
 class MispApi:
@@ -101,6 +107,7 @@ class MispApi:
         self.server = server
         verify: bool | str = (ca_bundle or True) if server.verify_tls else False
         self._count = _ResultCount()
+        quiet_pymisp_logger()
         try:
             self._misp = PyMISP(
                 server.url,

@@ -1,0 +1,189 @@
+"""The Kubernetes calls the operator makes, through the official ``kubernetes`` client (a service: I/O only).
+
+Every call the operator makes against the API server is a method here, which keeps the RBAC it needs easy to
+read: get Secrets in feed namespaces; list/create/patch/delete ConfigMaps and get/list/patch DaemonSets in
+Falco's namespace. Label selectors are also checked client-side, so an object this feed does not own is never
+written even if a server ignored the selector.
+
+Failures become :class:`KubeError` with a short reason and a message naming the object, never a secret value
+and never the API server's response body.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubernetes import client, config
+
+from falco_misp.decisions import selector_matches
+
+MERGE_PATCH = "application/merge-patch+json"
+# Seconds one API call may take (connect, read): a hung API server must not hang a sync forever.
+REQUEST_TIMEOUT = (10.0, 60.0)
+
+
+class KubeError(Exception):
+    """A Kubernetes call failed. ``reason``: ``SecretNotFound``, ``ConfigMapConflict``, ``KubernetesAPI``..."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
+        self.message = message
+
+
+@dataclass(frozen=True)
+class DaemonSetInfo:
+    """A Falco DaemonSet as far as the rollout cares."""
+
+    namespace: str
+    """Its namespace."""
+    name: str
+    """Its name."""
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    """Its pod template's annotations."""
+
+
+def _api_error(exc: client.ApiException, what: str) -> KubeError:
+    return KubeError("KubernetesAPI", f"{what}: HTTP {exc.status} {exc.reason or ''}".rstrip())
+
+
+class KubeClient:
+    """The operator's Kubernetes calls over one ``kubernetes.client.ApiClient``."""
+
+    def __init__(self, api_client: client.ApiClient) -> None:
+        self.api_client = api_client
+        self.core = client.CoreV1Api(api_client)
+        self.apps = client.AppsV1Api(api_client)
+
+    @classmethod
+    def from_environment(cls) -> KubeClient:
+        """In-cluster service account credentials, else the local kubeconfig."""
+        configuration = client.Configuration()
+        try:
+            config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        except config.ConfigException:
+            config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        return cls(client.ApiClient(configuration))
+
+    def _plain(self, model: object) -> dict[str, Any]:
+        plain = self.api_client.sanitize_for_serialization(model)  # type: ignore[no-untyped-call]
+        return plain if isinstance(plain, dict) else {}
+
+    # ----------------------------------------------------------------------------------------------- Secrets
+    def read_secret_value(self, namespace: str, name: str, key: str) -> str:
+        """The decoded value of one key of a Secret (the caller must never log or store it)."""
+        what = f"Secret {namespace}/{name}"
+        try:
+            secret = self.core.read_namespaced_secret(name, namespace, _request_timeout=REQUEST_TIMEOUT)
+        except client.ApiException as exc:
+            if exc.status == 404:
+                raise KubeError("SecretNotFound", f"{what} not found") from None
+            raise _api_error(exc, f"reading {what}") from None
+        data = secret.data or {}
+        if key in data and data[key] is not None:
+            try:
+                return base64.b64decode(data[key], validate=True).decode("utf-8").strip()
+            except (binascii.Error, UnicodeDecodeError):
+                raise KubeError("SecretInvalid", f"{what} key {key!r} is not base64-encoded UTF-8") from None
+        raise KubeError("SecretKeyNotFound", f"{what} has no key {key!r}")
+
+    # -------------------------------------------------------------------------------------------- ConfigMaps
+    def list_configmaps(self, namespace: str, labels: Mapping[str, str]) -> list[dict[str, Any]]:
+        """ConfigMaps in ``namespace`` carrying every one of ``labels`` (plain dicts, camelCase keys)."""
+        selector = ",".join(f"{k}={v}" for k, v in labels.items())
+        try:
+            found = self.core.list_namespaced_config_map(
+                namespace, label_selector=selector, _request_timeout=REQUEST_TIMEOUT
+            )
+        except client.ApiException as exc:
+            if exc.status == 404:
+                return []
+            raise _api_error(exc, f"listing ConfigMaps in {namespace}") from None
+        items = [self._plain(item) for item in found.items or ()]
+        return [i for i in items if selector_matches(selector, i.get("metadata", {}).get("labels"))]
+
+    def create_configmap(self, body: Mapping[str, Any]) -> None:
+        """Create one ConfigMap; an existing one of the same name (not ours) is a conflict."""
+        meta = body["metadata"]
+        what = f"ConfigMap {meta['namespace']}/{meta['name']}"
+        try:
+            # The client serialises a plain dict as it is (no round trip through the model).
+            self.core.create_namespaced_config_map(
+                meta["namespace"],
+                dict(body),  # type: ignore[arg-type]
+                _request_timeout=REQUEST_TIMEOUT,
+            )
+        except client.ApiException as exc:
+            if exc.status == 409:
+                raise KubeError(
+                    "ConfigMapConflict",
+                    f"{what} exists and is not managed by this feed; rename it or set spec.falco.configMapPrefix",
+                ) from None
+            if exc.status == 404:
+                raise KubeError("NamespaceNotFound", f"namespace {meta['namespace']} not found") from None
+            raise _api_error(exc, f"creating {what}") from None
+
+    def patch_configmap(self, namespace: str, name: str, patch: Mapping[str, Any]) -> None:
+        """Merge-patch one ConfigMap."""
+        try:
+            self.core.patch_namespaced_config_map(
+                name, namespace, dict(patch), _content_type=MERGE_PATCH, _request_timeout=REQUEST_TIMEOUT
+            )
+        except client.ApiException as exc:
+            raise _api_error(exc, f"patching ConfigMap {namespace}/{name}") from None
+
+    def delete_configmap(self, namespace: str, name: str) -> None:
+        """Delete one ConfigMap; already gone is fine."""
+        try:
+            self.core.delete_namespaced_config_map(name, namespace, _request_timeout=REQUEST_TIMEOUT)
+        except client.ApiException as exc:
+            if exc.status != 404:
+                raise _api_error(exc, f"deleting ConfigMap {namespace}/{name}") from None
+
+    # ------------------------------------------------------------------------------------------- DaemonSets
+    def _daemonset_info(self, obj: object) -> DaemonSetInfo:
+        plain = self._plain(obj)
+        meta = plain.get("metadata", {})
+        template_meta = plain.get("spec", {}).get("template", {}).get("metadata") or {}
+        return DaemonSetInfo(
+            namespace=str(meta.get("namespace", "")),
+            name=str(meta.get("name", "")),
+            annotations=dict(template_meta.get("annotations") or {}),
+        )
+
+    def find_daemonsets(self, namespace: str, name: str | None, selector: str) -> list[DaemonSetInfo]:
+        """The Falco DaemonSet named ``name``, else every DaemonSet matching ``selector``; [] when none."""
+        try:
+            if name:
+                found = self.apps.read_namespaced_daemon_set(name, namespace, _request_timeout=REQUEST_TIMEOUT)
+                return [self._daemonset_info(found)]
+            listed = self.apps.list_namespaced_daemon_set(
+                namespace, label_selector=selector, _request_timeout=REQUEST_TIMEOUT
+            )
+        except client.ApiException as exc:
+            if exc.status == 404:
+                return []
+            raise _api_error(exc, f"finding the Falco DaemonSet in {namespace}") from None
+        out: list[DaemonSetInfo] = []
+        for item in listed.items or ():
+            labels = item.metadata.labels if item.metadata is not None else None
+            if selector_matches(selector, labels):
+                out.append(self._daemonset_info(item))
+        return sorted(out, key=lambda d: d.name)
+
+    def patch_pod_template_annotations(self, namespace: str, name: str, annotations: Mapping[str, str | None]) -> bool:
+        """Set (or, with None, remove) pod-template annotations of a DaemonSet; False if it is gone."""
+        patch = {"spec": {"template": {"metadata": {"annotations": dict(annotations)}}}}
+        try:
+            self.apps.patch_namespaced_daemon_set(
+                name, namespace, patch, _content_type=MERGE_PATCH, _request_timeout=REQUEST_TIMEOUT
+            )
+        except client.ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise _api_error(exc, f"patching DaemonSet {namespace}/{name}") from None
+        return True

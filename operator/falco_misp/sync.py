@@ -1,0 +1,528 @@
+"""One sync of one MispFeed (a service): secret -> render -> drop check -> ConfigMaps -> prune -> rollout.
+
+Handlers call :func:`sync_feed` (fetch and apply), :func:`rollout_feed` (only a pending rollout),
+:func:`tick_action` (is anything due?) and :func:`cleanup_feed` (on deletion). Each returns an outcome with
+the complete new status, the Events to post and whose fault a failure is; the handler maps that to kopf
+(``TemporaryError``/``PermanentError``). Nothing here raises for an expected failure.
+
+The rules never get lost: any failure before the ConfigMaps are written leaves the applied ones in place, and a
+render that shrinks the list by more than ``limits.maxDropPercent`` (against the total applied for the same
+spec generation, kept in status) is held back. Writes happen only when bytes differ and the Falco DaemonSet is
+patched only when the combined rules hash differs from its annotation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from falco_misp.decisions import (
+    ConfigMapPlan,
+    RolloutAction,
+    TickAction,
+    check_drop,
+    decide_rollout,
+    decide_tick,
+    plan_configmaps,
+    rollout_annotation_key,
+)
+from falco_misp.errors import RenderError, SourceError, SpecError
+from falco_misp.kube import KubeClient, KubeError
+from falco_misp.manifests import (
+    LABEL_FEED,
+    LABEL_FEED_NAMESPACE,
+    LABEL_MANAGED_BY,
+    MANAGED_BY,
+    build_configmaps,
+    feed_labels,
+)
+from falco_misp.pipeline import RenderResult, render_feed
+from falco_misp.sources import FetchContext
+from falco_misp.spec import API_GROUP, API_VERSION, KIND, Feed, Rollout, parse_feed
+from falco_misp.status import (
+    DEGRADED,
+    READY,
+    AppliedRules,
+    Condition,
+    RolloutState,
+    applied_fields,
+    applied_total,
+    build_conditions,
+    condition,
+    format_time,
+    parse_time,
+    rollout_fields,
+    rollout_state,
+)
+from falco_misp.summary import cidr_warning
+
+log = logging.getLogger(__name__)
+
+SYNCED = "Synced"
+
+
+@dataclass(frozen=True)
+class FeedObject:
+    """What a sync reads from the MispFeed object."""
+
+    name: str
+    """metadata.name."""
+    namespace: str
+    """metadata.namespace."""
+    generation: int
+    """metadata.generation (the spec version)."""
+    spec: Mapping[str, Any]
+    """The raw spec."""
+    status: Mapping[str, Any]
+    """The status as last written (the handler passes the freshest copy it has)."""
+
+
+class Failure(StrEnum):
+    """Whose fault a failed sync is, hence how it is retried."""
+
+    NONE = "None"
+    """Nothing to retry (the sync succeeded, or held a drop back and waits for the next refresh)."""
+    TEMPORARY = "Temporary"
+    """The source or the API failed: retry with backoff."""
+    PERMANENT = "Permanent"
+    """The spec (or its bounds) must change: no retry until it does (the refresh timer still tries)."""
+
+
+@dataclass(frozen=True)
+class Notice:
+    """A Kubernetes Event to post on the MispFeed."""
+
+    type: str
+    """``Normal`` or ``Warning``."""
+    reason: str
+    """CamelCase reason."""
+    message: str
+    """One line, secret-free."""
+
+
+@dataclass(frozen=True)
+class SyncOutcome:
+    """What a sync did."""
+
+    status: Mapping[str, Any]
+    """The complete new status."""
+    failure: Failure = Failure.NONE
+    """Whether and how to retry."""
+    message: str = ""
+    """Why it failed (for the kopf error), secret-free."""
+    notices: tuple[Notice, ...] = ()
+    """Events to post."""
+    secret_fingerprint: str | None = None
+    """A digest of the Secret values used (kept in memory only, to notice a Secret change)."""
+    writes: int = 0
+    """Writes made to ConfigMaps and DaemonSets."""
+
+
+@dataclass(frozen=True)
+class ResolvedSecrets:
+    """Secret values a fetch needs; never logged (``repr`` hides them)."""
+
+    auth_key: str | None = field(default=None, repr=False)
+    """The MISP API key."""
+    ca_bundle: str | None = field(default=None, repr=False)
+    """A PEM CA bundle."""
+
+    @property
+    def fingerprint(self) -> str | None:
+        """A digest telling whether the values changed (None: the feed references no Secret)."""
+        if self.auth_key is None and self.ca_bundle is None:
+            return None
+        digest = hashlib.sha256()
+        for value in (self.auth_key, self.ca_bundle):
+            digest.update(b"\x00" if value is None else b"\x01" + value.encode())
+        return digest.hexdigest()
+
+
+# ------------------------------------------------------------------------------------------------- helpers
+def parse_feed_object(obj: FeedObject) -> Feed:
+    """Parse the spec as the CLI does, plus what only the operator needs (the auth key Secret)."""
+    feed = parse_feed(
+        {
+            "apiVersion": f"{API_GROUP}/{API_VERSION}",
+            "kind": KIND,
+            "metadata": {"name": obj.name, "namespace": obj.namespace},
+            "spec": dict(obj.spec),
+        }
+    )
+    misp = feed.spec.source.misp
+    if misp is not None and misp.auth_key is None:
+        raise SpecError("spec.source.misp.authKeySecretRef", "is required: the operator reads the API key from it")
+    return feed
+
+
+def resolve_secrets(kube: KubeClient, feed: Feed) -> ResolvedSecrets:
+    """Read the auth key and CA bundle Secrets in the feed's namespace."""
+    misp = feed.spec.source.misp
+    if misp is None:
+        return ResolvedSecrets()
+    auth = kube.read_secret_value(feed.namespace, misp.auth_key.name, misp.auth_key.key) if misp.auth_key else None
+    ca = kube.read_secret_value(feed.namespace, misp.ca_bundle.name, misp.ca_bundle.key) if misp.ca_bundle else None
+    if misp.auth_key is not None and not auth:
+        raise KubeError(
+            "SecretKeyEmpty", f"Secret {feed.namespace}/{misp.auth_key.name} key {misp.auth_key.key!r} is empty"
+        )
+    return ResolvedSecrets(auth_key=auth, ca_bundle=ca)
+
+
+@contextlib.contextmanager
+def _ca_file(pem: str | None) -> Iterator[str | None]:
+    """The CA bundle as a temporary file for the duration of a fetch."""
+    if pem is None:
+        yield None
+        return
+    fd, path = tempfile.mkstemp(prefix="falco-misp-ca-", suffix=".pem")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(pem)
+        yield path
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+
+def _labels_of(namespace: str, name: str) -> dict[str, str]:
+    """The ownership labels of a feed, also when its spec no longer parses (deletion)."""
+    return {LABEL_MANAGED_BY: MANAGED_BY, LABEL_FEED: name, LABEL_FEED_NAMESPACE: namespace}
+
+
+def _finish(
+    obj: FeedObject,
+    now: datetime,
+    *,
+    ready: Condition,
+    degraded: Condition,
+    message: str,
+    updates: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    status = dict(obj.status)
+    status.update(updates or {})
+    status["observedGeneration"] = obj.generation
+    status["lastAttempt"] = format_time(now)
+    status["message"] = message
+    status["conditions"] = build_conditions(obj.status.get("conditions"), [ready, degraded], now, obj.generation)
+    return status
+
+
+def _kept(obj: FeedObject) -> str:
+    total = (obj.status.get("indicators") or {}).get("total", 0)
+    since = obj.status.get("lastSuccess", "?")
+    return f"keeping the {total} indicators applied at {since}"
+
+
+def _failed(
+    obj: FeedObject, now: datetime, reason: str, detail: str, *, failure: Failure, fingerprint: str | None = None
+) -> SyncOutcome:
+    """Nothing written: the applied ConfigMaps stay; Degraded says why."""
+    has_rules = bool(obj.status.get("rulesHash"))
+    if reason == "InvalidSpec":
+        ready = Condition(READY, False, reason, detail)
+    elif has_rules:
+        ready = Condition(READY, True, "LastGoodRules", f"{_kept(obj)} (latest attempt failed: {reason})")
+    else:
+        ready = Condition(READY, False, reason, f"no rules applied yet: {detail}")
+    message = f"{detail}; {_kept(obj)}" if has_rules else detail
+    status = _finish(obj, now, ready=ready, degraded=Condition(DEGRADED, True, reason, message), message=message)
+    return SyncOutcome(
+        status=status,
+        failure=failure,
+        message=f"{reason}: {detail}",
+        notices=(Notice("Warning", reason, message),),
+        secret_fingerprint=fingerprint,
+    )
+
+
+# --------------------------------------------------------------------------------------------------- apply
+def _apply_configmaps(kube: KubeClient, feed: Feed, result: RenderResult, status: Mapping[str, Any]) -> ConfigMapPlan:
+    """Create/patch the shards whose bytes differ, then prune this feed's surplus ConfigMaps."""
+    target = feed.spec.falco.namespace
+    labels = feed_labels(feed)
+    desired = build_configmaps(feed, result.bundle)
+    plan = plan_configmaps(desired, kube.list_configmaps(target, labels))
+    for body in plan.create:
+        kube.create_configmap(body)
+    for name, patch in plan.update:
+        kube.patch_configmap(target, name, patch)
+    for name in plan.delete:
+        kube.delete_configmap(target, name)
+    old_namespace = status.get("falcoNamespace")
+    if isinstance(old_namespace, str) and old_namespace and old_namespace != target:  # moved to another Falco
+        _withdraw(kube, old_namespace, labels, rollout_state(status), from_daemonsets=True)
+    return plan
+
+
+def _withdraw(
+    kube: KubeClient, namespace: str, labels: Mapping[str, str], rollout: RolloutState, *, from_daemonsets: bool
+) -> list[str]:
+    """Delete a feed's ConfigMaps in one namespace and, optionally, its annotation on the DaemonSets it rolled."""
+    deleted: list[str] = []
+    for cm in kube.list_configmaps(namespace, labels):
+        name = cm["metadata"]["name"]
+        kube.delete_configmap(namespace, name)
+        deleted.append(f"{namespace}/{name}")
+    if from_daemonsets and rollout.annotation:
+        for name in rollout.daemon_sets:
+            for ds in kube.find_daemonsets(namespace, name, ""):
+                if rollout.annotation in ds.annotations:  # removing it rolls Falco once more, without our rules
+                    kube.patch_pod_template_annotations(namespace, ds.name, {rollout.annotation: None})
+    return deleted
+
+
+@dataclass(frozen=True)
+class _Rollout:
+    state: RolloutState
+    problem: tuple[str, str] | None = None
+    notices: tuple[Notice, ...] = ()
+    writes: int = 0
+
+
+def _roll_out(kube: KubeClient, feed: Feed, desired_hash: str, previous: RolloutState, now: datetime) -> _Rollout:
+    """Patch the Falco DaemonSet(s) when the applied hash differs from their annotation (Restart mode)."""
+    falco = feed.spec.falco
+    if falco.rollout is not Rollout.RESTART:
+        return _Rollout(RolloutState(mode=falco.rollout.value))
+    key = rollout_annotation_key(feed.namespace, feed.name)
+    found = kube.find_daemonsets(falco.namespace, falco.daemon_set, falco.selector)
+    if not found:
+        wanted = (
+            f"DaemonSet {falco.namespace}/{falco.daemon_set}"
+            if falco.daemon_set
+            else (f"no DaemonSet matching {falco.selector} in namespace {falco.namespace}")
+        )
+        state = RolloutState(
+            falco.rollout.value, key, (), previous.hash, previous.last_time, pending=True, not_before=now
+        )
+        problem = f"{wanted} not found: rules are in the ConfigMaps, Falco rolls once it appears"
+        return _Rollout(state, ("DaemonSetNotFound", problem))
+    names = tuple(d.name for d in found)
+    decision = decide_rollout(
+        falco.rollout,
+        desired_hash=desired_hash,
+        current_hashes=[d.annotations.get(key) for d in found],
+        last_rollout=previous.last_time,
+        now=now,
+        min_interval_seconds=falco.min_rollout_interval_seconds,
+    )
+    if decision.action is RolloutAction.UP_TO_DATE:
+        return _Rollout(RolloutState(falco.rollout.value, key, names, desired_hash, previous.last_time))
+    if decision.action is RolloutAction.DEFER:
+        state = RolloutState(
+            falco.rollout.value, key, names, previous.hash, previous.last_time, True, decision.not_before
+        )
+        when = format_time(decision.not_before) if decision.not_before else "later"
+        note = Notice("Normal", "RolloutDeferred", f"rollout deferred until {when} (falco.minRolloutInterval)")
+        return _Rollout(state, notices=(note,))
+    patched: list[str] = []
+    vanished: list[str] = []
+    for ds in found:
+        if ds.annotations.get(key) == desired_hash:
+            continue
+        if kube.patch_pod_template_annotations(ds.namespace, ds.name, {key: desired_hash}):
+            patched.append(ds.name)
+        else:
+            vanished.append(ds.name)
+    last_time = now if patched else previous.last_time
+    if vanished:  # deleted between the lookup and the patch: try again on the next tick
+        state = RolloutState(falco.rollout.value, key, names, previous.hash, last_time, pending=True, not_before=now)
+    else:
+        state = RolloutState(falco.rollout.value, key, names, desired_hash, last_time)
+    notes = tuple(
+        Notice("Normal", "RolloutTriggered", f"DaemonSet {falco.namespace}/{n}: {key}={desired_hash[:12]}")
+        for n in patched
+    )
+    return _Rollout(state, notices=notes, writes=len(patched))
+
+
+# ------------------------------------------------------------------------------------------------ services
+def sync_feed(kube: KubeClient, obj: FeedObject, now: datetime) -> SyncOutcome:
+    """Fetch, render and apply one feed; the outcome holds the new status whatever happened."""
+    try:
+        feed = parse_feed_object(obj)
+    except SpecError as exc:
+        return _failed(obj, now, "InvalidSpec", str(exc), failure=Failure.PERMANENT)
+    try:
+        secrets = resolve_secrets(kube, feed)
+    except KubeError as exc:
+        return _failed(obj, now, exc.reason, exc.message, failure=Failure.TEMPORARY, fingerprint=f"error:{exc.reason}")
+    fingerprint = secrets.fingerprint
+    try:
+        with _ca_file(secrets.ca_bundle) as ca_path:
+            ctx = FetchContext(now=int(now.timestamp()), auth_key=secrets.auth_key, ca_bundle=ca_path)
+            result = render_feed(feed, ctx)
+    except SourceError as exc:
+        return _failed(
+            obj, now, "SourceFailed", f"{exc.reason}: {exc.message}", failure=Failure.TEMPORARY, fingerprint=fingerprint
+        )
+    except RenderError as exc:
+        return _failed(obj, now, "RenderFailed", str(exc), failure=Failure.PERMANENT, fingerprint=fingerprint)
+    except Exception as exc:  # a bug or an unmapped client error: keep the rules, report the type only
+        log.exception("feed %s/%s: render failed", obj.namespace, obj.name)
+        detail = f"unexpected {type(exc).__name__} while fetching"
+        return _failed(obj, now, "InternalError", detail, failure=Failure.TEMPORARY, fingerprint=fingerprint)
+
+    indicators = result.indicators
+    drop = check_drop(applied_total(obj.status, obj.generation), indicators.total, feed.spec.limits.max_drop_percent)
+    if not drop.allowed:
+        outcome = _failed(obj, now, "DropLimitExceeded", drop.message, failure=Failure.NONE, fingerprint=fingerprint)
+        return outcome
+
+    try:
+        plan = _apply_configmaps(kube, feed, result, obj.status)
+        previous = rollout_state(obj.status)
+        if obj.status.get("falcoNamespace") not in (None, feed.spec.falco.namespace):
+            previous = RolloutState(mode=previous.mode)  # another Falco: it never had these rules, roll now
+        rolled = _roll_out(kube, feed, result.bundle.sha256, previous, now)
+    except KubeError as exc:
+        return _failed(obj, now, exc.reason, exc.message, failure=Failure.TEMPORARY, fingerprint=fingerprint)
+
+    bundle = result.bundle
+    warning = cidr_warning(feed, indicators)
+    applied = AppliedRules(
+        fetched=result.fetched,
+        total=indicators.total,
+        by_kind=indicators.counts(),
+        rejected=indicators.rejected,
+        rules_hash=bundle.sha256,
+        config_maps=tuple(s.name for s in bundle.shards),
+        namespace=feed.spec.falco.namespace,
+        warnings=(warning,) if warning else (),
+    )
+    summary = f"{indicators.total} indicators in {len(bundle.shards)} ConfigMap(s), rules hash {bundle.sha256[:12]}"
+    notices: list[Notice] = []
+    if plan.writes:
+        notices.append(
+            Notice(
+                "Normal",
+                "RulesApplied",
+                f"{summary}: created {len(plan.create)}, updated {len(plan.update)}, deleted {len(plan.delete)}",
+            )
+        )
+    notices.extend(rolled.notices)
+    ready = Condition(READY, True, "RulesApplied", summary)
+    if rolled.problem is not None:
+        reason, detail = rolled.problem
+        degraded = Condition(DEGRADED, True, reason, detail)
+        notices.append(Notice("Warning", reason, detail))
+        message = f"{summary}; {detail}"
+    else:
+        degraded = Condition(DEGRADED, False, SYNCED, "the latest sync succeeded")
+        message = summary
+        if rolled.state.pending and rolled.state.not_before is not None:
+            message += f"; rollout deferred until {format_time(rolled.state.not_before)}"
+    updates = applied_fields(applied, obj.generation, now)
+    updates["rollout"] = rollout_fields(rolled.state)
+    status = _finish(obj, now, ready=ready, degraded=degraded, message=message, updates=updates)
+    return SyncOutcome(
+        status=status,
+        notices=tuple(notices),
+        secret_fingerprint=fingerprint,
+        writes=plan.writes + rolled.writes,
+    )
+
+
+def rollout_feed(kube: KubeClient, obj: FeedObject, now: datetime) -> SyncOutcome | None:
+    """Only the pending rollout of rules already applied (deferred, or the DaemonSet was missing).
+
+    None when there is nothing to do (invalid spec, nothing applied). The sync's other findings stay as they are:
+    only a ``DaemonSetNotFound`` Degraded condition is set or cleared here.
+    """
+    rules_hash = obj.status.get("rulesHash")
+    if not isinstance(rules_hash, str) or not rules_hash:
+        return None
+    try:
+        feed = parse_feed_object(obj)
+    except SpecError:
+        return None
+    try:
+        rolled = _roll_out(kube, feed, rules_hash, rollout_state(obj.status), now)
+    except KubeError as exc:
+        return SyncOutcome(status=obj.status, failure=Failure.TEMPORARY, message=f"{exc.reason}: {exc.message}")
+    status = dict(obj.status)
+    status["rollout"] = rollout_fields(rolled.state)
+    degraded = condition(obj.status, DEGRADED)
+    reason = degraded.get("reason") if degraded else None
+    if reason in (None, SYNCED, "DaemonSetNotFound"):
+        current = (
+            Condition(DEGRADED, True, *rolled.problem)
+            if rolled.problem
+            else Condition(DEGRADED, False, SYNCED, "the latest sync succeeded")
+        )
+        ready_raw = condition(obj.status, READY) or {}
+        ready = Condition(
+            READY,
+            ready_raw.get("status") == "True",
+            str(ready_raw.get("reason", "RulesApplied")),
+            str(ready_raw.get("message", "")),
+        )
+        status["conditions"] = build_conditions(obj.status.get("conditions"), [ready, current], now, obj.generation)
+    notices = rolled.notices
+    if rolled.problem is not None and reason != "DaemonSetNotFound":
+        notices += (Notice("Warning", *rolled.problem),)
+    return SyncOutcome(status=status, notices=notices, writes=rolled.writes)
+
+
+def tick_action(
+    kube: KubeClient, obj: FeedObject, last_fingerprint: str | None, now: datetime
+) -> tuple[TickAction, str | None]:
+    """What a timer tick should do, and the current Secret fingerprint (read each tick: ``get`` only)."""
+    try:
+        feed = parse_feed_object(obj)
+    except SpecError:
+        return TickAction.SKIP, last_fingerprint
+    try:
+        fingerprint = resolve_secrets(kube, feed).fingerprint
+    except KubeError as exc:
+        fingerprint = f"error:{exc.reason}"
+    rollout = rollout_state(obj.status)
+    action = decide_tick(
+        now=now,
+        last_attempt=parse_time(obj.status.get("lastAttempt")),
+        refresh_seconds=feed.spec.refresh_seconds,
+        secret_changed=fingerprint != last_fingerprint,
+        rollout_not_before=rollout.not_before if rollout.pending else None,
+    )
+    return action, fingerprint
+
+
+@dataclass(frozen=True)
+class CleanupOutcome:
+    """What deleting a feed removed."""
+
+    deleted: tuple[str, ...] = ()
+    """ConfigMaps deleted (``namespace/name``)."""
+    notices: tuple[Notice, ...] = ()
+    """Events to post."""
+    error: str | None = None
+    """Set when a call failed (the handler retries a few times, then lets the deletion finish)."""
+
+
+def cleanup_feed(kube: KubeClient, obj: FeedObject) -> CleanupOutcome:
+    """Delete the feed's ConfigMaps (found by its labels) and its DaemonSet annotation; gone is fine."""
+    falco_raw = obj.spec.get("falco")
+    falco: Mapping[str, Any] = falco_raw if isinstance(falco_raw, Mapping) else {}
+    namespaces = {
+        ns for ns in (obj.status.get("falcoNamespace"), falco.get("namespace") or "falco") if isinstance(ns, str) and ns
+    }
+    labels = _labels_of(obj.namespace, obj.name)
+    rollout = rollout_state(obj.status)
+    rolled_in = obj.status.get("falcoNamespace")
+    deleted: list[str] = []
+    try:
+        for ns in sorted(namespaces):
+            deleted += _withdraw(kube, ns, labels, rollout, from_daemonsets=ns == rolled_in)
+    except KubeError as exc:
+        return CleanupOutcome(tuple(deleted), (Notice("Warning", exc.reason, exc.message),), exc.message)
+    notices = (Notice("Normal", "RulesRemoved", f"deleted ConfigMaps {', '.join(deleted)}"),) if deleted else ()
+    return CleanupOutcome(tuple(deleted), notices)
