@@ -19,9 +19,14 @@ ANNOTATION_RULES_HASH = f"{API_GROUP}/rules-hash"
 ANNOTATION_SHARD_HASH = f"{API_GROUP}/shard-sha256"
 
 
+def owner_labels(name: str, namespace: str) -> dict[str, str]:
+    """Labels identifying every object of the feed ``namespace/name`` (usable when its spec no longer parses)."""
+    return {LABEL_MANAGED_BY: MANAGED_BY, LABEL_FEED: name, LABEL_FEED_NAMESPACE: namespace}
+
+
 def feed_labels(feed: Feed) -> dict[str, str]:
     """Labels identifying every object a feed owns."""
-    return {LABEL_MANAGED_BY: MANAGED_BY, LABEL_FEED: feed.name, LABEL_FEED_NAMESPACE: feed.namespace}
+    return owner_labels(feed.name, feed.namespace)
 
 
 def feed_selector(feed: Feed) -> str:

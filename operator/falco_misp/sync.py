@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
+from urllib.parse import urlsplit
 
 from falco_misp.decisions import (
     ConfigMapPlan,
@@ -37,12 +38,9 @@ from falco_misp.decisions import (
 from falco_misp.errors import RenderError, SourceError, SpecError
 from falco_misp.kube import KubeClient, KubeError
 from falco_misp.manifests import (
-    LABEL_FEED,
-    LABEL_FEED_NAMESPACE,
-    LABEL_MANAGED_BY,
-    MANAGED_BY,
     build_configmaps,
     feed_labels,
+    owner_labels,
 )
 from falco_misp.pipeline import RenderResult, render_feed
 from falco_misp.sources import FetchContext
@@ -157,9 +155,14 @@ def parse_feed_object(obj: FeedObject) -> Feed:
             "spec": dict(obj.spec),
         }
     )
-    misp = feed.spec.source.misp
-    if misp is not None and misp.auth_key is None:
+    source = feed.spec.source
+    if source.misp is not None and source.misp.auth_key is None:
         raise SpecError("spec.source.misp.authKeySecretRef", "is required: the operator reads the API key from it")
+    location = source.misp_feed or source.file or (source.text.location if source.text else None)
+    if location is not None and urlsplit(location.url).scheme not in ("http", "https"):
+        # A feed author must not make the operator read files from its own pod (service account token...).
+        raise SpecError(f"spec.source.{source.kind}.url", "the operator reads http(s) URLs only; local paths are for "
+                        "`falco-misp render`")  # fmt: skip
     return feed
 
 
@@ -191,11 +194,6 @@ def _ca_file(pem: str | None) -> Iterator[str | None]:
     finally:
         with contextlib.suppress(OSError):
             os.unlink(path)
-
-
-def _labels_of(namespace: str, name: str) -> dict[str, str]:
-    """The ownership labels of a feed, also when its spec no longer parses (deletion)."""
-    return {LABEL_MANAGED_BY: MANAGED_BY, LABEL_FEED: name, LABEL_FEED_NAMESPACE: namespace}
 
 
 def _finish(
@@ -515,7 +513,7 @@ def cleanup_feed(kube: KubeClient, obj: FeedObject) -> CleanupOutcome:
     namespaces = {
         ns for ns in (obj.status.get("falcoNamespace"), falco.get("namespace") or "falco") if isinstance(ns, str) and ns
     }
-    labels = _labels_of(obj.namespace, obj.name)
+    labels = owner_labels(obj.name, obj.namespace)
     rollout = rollout_state(obj.status)
     rolled_in = obj.status.get("falcoNamespace")
     deleted: list[str] = []
