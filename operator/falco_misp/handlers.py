@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,6 +29,7 @@ import kopf
 
 from falco_misp.decisions import TickAction, retry_delay
 from falco_misp.kube import KubeClient
+from falco_misp.metrics import Metrics
 from falco_misp.spec import API_GROUP, API_VERSION
 from falco_misp.status import status_patch
 from falco_misp.sync import Failure, FeedObject, SyncOutcome, cleanup_feed, rollout_feed, sync_feed, tick_action
@@ -101,9 +103,20 @@ def _feed_object(body: kopf.Body, state: FeedState) -> FeedObject:
 
 
 def _report(
-    body: kopf.Body, patch: kopf.Patch, before: Mapping[str, Any], outcome: SyncOutcome, *, retry: int, tuning: Tuning
+    body: kopf.Body,
+    patch: kopf.Patch,
+    before: Mapping[str, Any],
+    outcome: SyncOutcome,
+    *,
+    retry: int,
+    tuning: Tuning,
+    metrics: Metrics | None,
+    seconds: float,
 ) -> None:
-    """Write the status, post the Events, and raise what kopf needs to retry (or not)."""
+    """Write the status, post the Events, record metrics, and raise what kopf needs to retry (or not)."""
+    if metrics is not None:
+        feed = f"{body.get('metadata', {}).get('namespace')}/{body.get('metadata', {}).get('name')}"
+        metrics.observe_sync(feed, outcome.status, tuple(n.reason for n in outcome.notices), seconds)
     for key, value in status_patch(before, outcome.status).items():
         patch.status[key] = value
     for notice in outcome.notices:
@@ -145,12 +158,14 @@ def on_change(body: kopf.Body, memo: kopf.Memo, patch: kopf.Patch, *, retry: int
     with state.lock:
         obj = _feed_object(body, state)
         before = {**_body_status(body), **obj.status}
+        started = time.monotonic()
         outcome = sync_feed(memo["kube"], obj, tuning.clock())
+        seconds = time.monotonic() - started
         state.status = dict(outcome.status)
         state.fingerprint = outcome.secret_fingerprint
         if outcome.failure is not Failure.TEMPORARY:
             state.handled_generation = generation
-    _report(body, patch, before, outcome, retry=retry, tuning=tuning)
+    _report(body, patch, before, outcome, retry=retry, tuning=tuning, metrics=memo.get("metrics"), seconds=seconds)
 
 
 def on_tick(body: kopf.Body, memo: kopf.Memo, patch: kopf.Patch, *, retry: int, tuning: Tuning) -> None:
@@ -167,18 +182,20 @@ def on_tick(body: kopf.Body, memo: kopf.Memo, patch: kopf.Patch, *, retry: int, 
         action, fingerprint = (
             (TickAction.SYNC, state.fingerprint) if retry else tick_action(kube, obj, state.fingerprint, now)
         )
+        started = time.monotonic()
         if action is TickAction.SYNC:
             outcome = sync_feed(kube, obj, now)
             state.fingerprint = outcome.secret_fingerprint
         elif action is TickAction.ROLLOUT:
             outcome = rollout_feed(kube, obj, now)
             state.fingerprint = fingerprint
+        seconds = time.monotonic() - started
         if outcome is not None:
             state.status = dict(outcome.status)
     finally:
         state.lock.release()
     if outcome is not None:
-        _report(body, patch, before, outcome, retry=retry, tuning=tuning)
+        _report(body, patch, before, outcome, retry=retry, tuning=tuning, metrics=memo.get("metrics"), seconds=seconds)
 
 
 def on_delete(body: kopf.Body, memo: kopf.Memo, *, retry: int, tuning: Tuning) -> None:

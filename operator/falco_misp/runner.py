@@ -10,6 +10,7 @@ import argparse
 import logging
 
 DEFAULT_LIVENESS = "http://0.0.0.0:8080/healthz"
+DEFAULT_METRICS_PORT = 9090
 
 
 def add_run_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -42,6 +43,13 @@ def add_run_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help=f"liveness endpoint to serve (default {DEFAULT_LIVENESS}; empty to disable)",
     )
     run.add_argument(
+        "--metrics-port",
+        type=int,
+        default=DEFAULT_METRICS_PORT,
+        metavar="PORT",
+        help=f"serve Prometheus metrics on this port (default {DEFAULT_METRICS_PORT}; 0 to disable)",
+    )
+    run.add_argument(
         "--peering",
         metavar="NAME",
         help="kopf peering object for leader election between replicas (default: standalone, one replica)",
@@ -61,14 +69,20 @@ def run_operator(args: argparse.Namespace) -> int:
     import kopf  # noqa: PLC0415
 
     from falco_misp.handlers import Tuning, register  # noqa: PLC0415
+    from falco_misp.metrics import Metrics  # noqa: PLC0415
 
     logging.getLogger().handlers.clear()  # cli.main's basicConfig handler would print every line twice
     formats = {"plain": kopf.LogFormat.PLAIN, "full": kopf.LogFormat.FULL, "json": kopf.LogFormat.JSON}
     kopf.configure(log_format=formats[args.log_format], verbose=args.verbose)
     registry = kopf.get_default_registry()
     register(registry, Tuning(tick_seconds=args.tick_seconds))
+    memo = kopf.Memo()
+    if args.metrics_port:
+        memo["metrics"] = Metrics()
+        memo["metrics"].serve(args.metrics_port)
     kopf.run(
         registry=registry,
+        memo=memo,
         clusterwide=not args.namespaces,
         namespaces=args.namespaces,
         standalone=args.peering is None,

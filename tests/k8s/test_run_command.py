@@ -1,4 +1,5 @@
-"""``falco-misp run`` as a real process: kubeconfig login, JSON logs, liveness endpoint, a sync, clean SIGTERM exit."""
+"""``falco-misp run`` as a real process: kubeconfig login, JSON logs, liveness and metrics endpoints, a sync,
+clean SIGTERM exit."""
 
 from __future__ import annotations
 
@@ -49,10 +50,11 @@ async def test_run_command(kmock: kmock.KubernetesEmulator, misp: MispEmulator, 
             }
         )
     )
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
     falco_misp = Path(sys.executable).with_name("falco-misp")
     proc = await asyncio.create_subprocess_exec(
         str(falco_misp), "run", "--log-format", "json", "--liveness", f"http://127.0.0.1:{port}/healthz",
+        "--metrics-port", str(metrics_port),
         env={"KUBECONFIG": str(kubeconfig), "PATH": str(falco_misp.parent)},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
@@ -68,6 +70,11 @@ async def test_run_command(kmock: kmock.KubernetesEmulator, misp: MispEmulator, 
         await eventually(lambda: status_of(kmock, "falco", "ipsum")["indicators"]["total"] == 6, what="status")
         answer = await http_get(port, "/healthz")
         assert answer.startswith(b"HTTP/1.0 200")
+        metrics = (await http_get(metrics_port, "/metrics")).decode()
+        assert 'falco_misp_indicators{feed="falco/ipsum",kind="inbound_addresses"} 3.0' in metrics
+        assert 'falco_misp_sync_duration_seconds_count{feed="falco/ipsum"}' in metrics
+        assert 'falco_misp_rollouts_total{feed="falco/ipsum"} 1.0' in metrics
+        assert 'falco_misp_last_success_timestamp_seconds{feed="falco/ipsum"}' in metrics
     finally:
         proc.send_signal(signal.SIGTERM)
         output, _ = await asyncio.wait_for(proc.communicate(), timeout=30)
