@@ -6,7 +6,7 @@ spec and the same source data (STYLE.md #7).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from falco_misp.attributes import Attribute
@@ -28,8 +28,13 @@ class RenderResult:
     """The rules files."""
 
 
-def build_result(feed: Feed, attributes: Iterable[Attribute], builder: IndicatorBuilder | None = None) -> RenderResult:
-    """The pure part: attributes -> indicators -> rules."""
+def build_result(
+    feed: Feed,
+    attributes: Iterable[Attribute],
+    builder: IndicatorBuilder | None = None,
+    observe: Callable[[Attribute], None] | None = None,
+) -> RenderResult:
+    """The pure part: attributes -> indicators -> rules. ``observe`` sees every attribute on its way through."""
     builder = builder or IndicatorBuilder(feed.spec)
     fetched = 0
 
@@ -37,13 +42,18 @@ def build_result(feed: Feed, attributes: Iterable[Attribute], builder: Indicator
         nonlocal fetched
         for attr in attributes:
             fetched += 1
+            if observe is not None:
+                observe(attr)
             yield attr
 
     indicators = builder.add_all(counted()).build()
     return RenderResult(fetched=fetched, indicators=indicators, bundle=render_rules(feed, indicators))
 
 
-def render_feed(feed: Feed, ctx: FetchContext) -> RenderResult:
-    """Fetch (streaming) and render. Raises SourceError, RenderError; nothing is written here."""
+def render_feed(feed: Feed, ctx: FetchContext, observe: Callable[[Attribute], None] | None = None) -> RenderResult:
+    """Fetch (streaming) and render. Raises SourceError, RenderError; nothing is written here.
+
+    ``observe`` sees every fetched attribute (e.g. to index where each indicator came from).
+    """
     builder = IndicatorBuilder(feed.spec)
-    return build_result(feed, fetch_attributes(feed, ctx, builder.rejected), builder)
+    return build_result(feed, fetch_attributes(feed, ctx, builder.rejected), builder, observe)
