@@ -78,9 +78,12 @@ class FakeClock:
 
 @contextlib.asynccontextmanager
 async def running_operator(
-    kmock: kmock.KubernetesEmulator, clock: FakeClock, *, tick: float = 0.25
+    kmock: kmock.KubernetesEmulator, clock: FakeClock, *, tick: float = 0.25, namespaces: list[str] | None = None
 ) -> AsyncIterator[None]:
-    """The operator with a fresh registry, fast ticks and retries, talking to kmock (not a fixture: see README)."""
+    """The operator with a fresh registry, fast ticks and retries, talking to kmock (not a fixture: see README).
+
+    ``namespaces``: watch only these, as ``falco-misp run -n`` does (default: all namespaces).
+    """
     registry = kopf.OperatorRegistry()
     register(registry, Tuning(tick_seconds=tick, retry_base_seconds=0.2, retry_max_seconds=1.0, clock=clock))
 
@@ -96,7 +99,8 @@ async def running_operator(
         kopf.operator(
             registry=registry,
             settings=settings,
-            clusterwide=True,
+            clusterwide=not namespaces,
+            namespaces=namespaces or [],
             standalone=True,
             stop_flag=stop,
             memo=kopf.Memo(kube=kube),

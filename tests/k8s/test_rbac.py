@@ -10,18 +10,14 @@ chart rendered with the matching values must allow each call and grant nothing t
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import functools
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import kmock
-import kopf
 import pytest
 from kmock._internal import parsing as kmock_parsing
-from kubernetes import client
 from kubetest import (
     FEEDS,
     OPERATOR_TEST,
@@ -38,6 +34,7 @@ from kubetest import (
     ips,
     misp_spec,
     request_count,
+    running_operator,
     secret_body,
     status_of,
 )
@@ -45,8 +42,6 @@ from kubetest import (
 from deploy.chartkit import NAMESPACE, RELEASE, Grant, allows, grants, render
 from emulators.misp import MispEmulator
 from falco_misp.cli import build_parser
-from falco_misp.handlers import Tuning, register
-from falco_misp.kube import KubeClient
 from helpers import misp_event
 
 pytestmark = [*OPERATOR_TEST, pytest.mark.usefixtures("cluster_scoped_namespaces")]
@@ -114,40 +109,6 @@ def recorded_calls(emulator: kmock.KubernetesEmulator, since: int = 0) -> set[Ca
     return calls
 
 
-@contextlib.asynccontextmanager
-async def operator_watching(
-    emulator: kmock.KubernetesEmulator, clock: FakeClock, namespaces: list[str]
-) -> AsyncIterator[None]:
-    """The operator as ``falco-misp run`` starts it: all namespaces, or ``-n`` for each of ``namespaces``."""
-    registry = kopf.OperatorRegistry()
-    register(registry, Tuning(tick_seconds=0.25, retry_base_seconds=0.2, retry_max_seconds=1.0, clock=clock))
-
-    @kopf.on.login(registry=registry)
-    def login(**_: Any) -> kopf.ConnectionInfo:
-        return kopf.ConnectionInfo(server=str(emulator.url))
-
-    settings = kopf.OperatorSettings()
-    settings.persistence.consistency_timeout = 0.5  # kmock never bumps resourceVersion
-    kube = KubeClient(client.ApiClient(client.Configuration(host=str(emulator.url))))
-    stop = asyncio.Event()
-    task = asyncio.create_task(
-        kopf.operator(
-            registry=registry,
-            settings=settings,
-            clusterwide=not namespaces,
-            namespaces=namespaces,
-            standalone=True,
-            stop_flag=stop,
-            memo=kopf.Memo(kube=kube),
-        )
-    )
-    try:
-        yield
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, timeout=20)
-
-
 def ready(emulator: kmock.KubernetesEmulator, namespace: str, name: str) -> dict[str, Any] | None:
     status = status_of(emulator, namespace, name)
     return status if cond(status, "Ready").get("status") == "True" and status.get("rulesHash") else None
@@ -170,7 +131,7 @@ async def scenario(
         await create(emulator, secret_body(SECRET, namespace, misp.api_key))
     mark = request_count(emulator)
 
-    async with operator_watching(emulator, clock, namespaces):
+    async with running_operator(emulator, clock, namespaces=namespaces):
         # One feed rolls the DaemonSet it names (get), the other finds it by label selector (list).
         named = misp_spec(misp, SECRET, falco={"namespace": FALCO_NAMESPACE, "daemonSet": "falco"})
         selected = misp_spec(misp, SECRET, falco={"namespace": FALCO_NAMESPACE, "configMapPrefix": "team-b-intel"})
