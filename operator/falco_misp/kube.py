@@ -2,8 +2,8 @@
 
 Every call the operator makes against the API server is a method here, which keeps the RBAC it needs easy to
 read: get Secrets in feed namespaces; list/create/patch/delete ConfigMaps and get/list/patch DaemonSets in
-Falco's namespace. Label selectors are also checked client-side, so an object this feed does not own is never
-written even if a server ignored the selector.
+Falco's namespace; create Events on MispFeeds (matched Falco alerts). Label selectors are also checked client-side,
+so an object this feed does not own is never written even if a server ignored the selector.
 
 Failures become :class:`KubeError` with a short reason and a message naming the object, never a secret value
 and never the API server's response body.
@@ -15,11 +15,13 @@ import base64
 import binascii
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes import client, config
 
 from falco_misp.decisions import selector_matches
+from falco_misp.spec import API_GROUP, API_VERSION
 
 MERGE_PATCH = "application/merge-patch+json"
 # Seconds one API call may take (connect, read): a hung API server must not hang a sync forever.
@@ -186,4 +188,57 @@ class KubeClient:
             if exc.status == 404:
                 return False
             raise _api_error(exc, f"patching DaemonSet {namespace}/{name}") from None
+        return True
+
+    # --------------------------------------------------------------------------- Events (alerts, issue 5)
+    def create_event(self, involved: Mapping[str, str], type_: str, reason: str, message: str, now: datetime) -> None:
+        """Post a core/v1 Event about ``involved`` (``apiVersion``, ``kind``, ``namespace``, ``name``, ``uid``).
+
+        What kopf posts for its own Events, for code that runs outside a kopf handler (the alert endpoint).
+        """
+        namespace = involved["namespace"]
+        stamp = now.astimezone(UTC).isoformat()
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"namespace": namespace, "generateName": f"{involved['name']}."},
+            "type": type_,
+            "reason": reason,
+            "message": message[:1024],
+            "involvedObject": {k: v for k, v in involved.items() if v},
+            "reportingComponent": "falco-misp-operator",
+            "reportingInstance": "falco-misp-operator",
+            "source": {"component": "falco-misp-operator"},
+            "firstTimestamp": stamp,
+            "lastTimestamp": stamp,
+            "count": 1,
+        }
+        try:
+            self.core.create_namespaced_event(
+                namespace,
+                body,  # type: ignore[arg-type]
+                _request_timeout=REQUEST_TIMEOUT,
+            )
+        except client.ApiException as exc:
+            raise _api_error(exc, f"posting an Event in {namespace}") from None
+
+    # ------------------------------------------------------------------------------------------------ MispFeeds
+    def patch_feed_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> bool:
+        """Merge-patch a MispFeed's status (what kopf does after a handler, for the live-updates daemon, whose
+        patch kopf would apply only when it exits); False if the feed is gone."""
+        try:
+            client.CustomObjectsApi(self.api_client).patch_namespaced_custom_object_status(
+                API_GROUP,
+                API_VERSION,
+                namespace,
+                "mispfeeds",
+                name,
+                {"status": dict(status)},
+                _content_type=MERGE_PATCH,
+                _request_timeout=REQUEST_TIMEOUT,
+            )
+        except client.ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise _api_error(exc, f"patching the status of MispFeed {namespace}/{name}") from None
         return True

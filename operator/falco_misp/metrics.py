@@ -68,3 +68,93 @@ class Metrics:
         last = parse_time(str(status.get("lastSuccess") or ""))
         if last is not None:
             self.last_success.labels(feed).set(last.timestamp())
+
+
+# ------------------------------------------------------------------------- alerts -> MISP sightings (issue 5)
+class ReportingMetrics:
+    """Alerts received on the intake endpoint and what became of them; sightings and event attributes sent.
+
+    Registered in the operator's registry next to :class:`Metrics` (``ReportingMetrics(metrics.registry)``).
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        r = registry
+        self.requests = Counter(
+            "falco_misp_alert_requests", "Requests to the alert endpoint, by HTTP status", ["status"], registry=r
+        )
+        self.alerts = Counter(
+            "falco_misp_alerts_received", "Alerts received, by outcome (matched, not_ours, unknown_feed, no_address, "
+            "unlisted)", ["outcome"], registry=r,
+        )  # fmt: skip
+        self.matched = Counter(
+            "falco_misp_alerts_matched", "Alerts mapped to a feed's MISP attributes", ["feed"], registry=r
+        )
+        self.deduplicated = Counter(
+            "falco_misp_alerts_deduplicated", "Matched alerts not reported again within the feed's dedupWindow",
+            ["feed"], registry=r,
+        )  # fmt: skip
+        self.sent = Counter(
+            "falco_misp_sightings_sent", "Reports accepted by MISP, by kind (sighting, event_attribute)",
+            ["feed", "kind"], registry=r,
+        )  # fmt: skip
+        self.failed = Counter(
+            "falco_misp_sightings_failed", "Report attempts MISP did not accept, by kind and reason (retried unless "
+            "the reason is Rejected)", ["feed", "kind", "reason"], registry=r,
+        )  # fmt: skip
+        self.dropped = Counter(
+            "falco_misp_sightings_dropped", "Reports given up, by kind and reason (queue_full, rejected)",
+            ["feed", "kind", "reason"], registry=r,
+        )  # fmt: skip
+        self.queued = Gauge("falco_misp_sightings_queued", "Reports waiting to be sent to MISP", registry=r)
+        self.notices = Counter(
+            "falco_misp_alert_notices", "Kubernetes Events about matched alerts, by result (posted, failed, dropped)",
+            ["result"], registry=r,
+        )  # fmt: skip
+
+
+# ------------------------------------------------------------------------------ live updates over ZeroMQ (issue 7)
+class LiveMetrics:
+    """What each feed's ZeroMQ subscriber hears and the syncs it triggers.
+
+    Registered in the operator's registry next to :class:`Metrics` (``LiveMetrics(metrics.registry)``) and kept in
+    kopf's memo as ``live_metrics``. Labels: the feed, the topic, and a fixed reason for frames that are not MISP
+    messages.
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        r = registry
+        self.messages = Counter(
+            "falco_misp_live_messages", "ZeroMQ messages received, by topic (invalid: not a MISP message)",
+            ["feed", "topic"], registry=r,
+        )  # fmt: skip
+        self.invalid = Counter(
+            "falco_misp_live_invalid_messages", "ZeroMQ frames ignored as not MISP messages, by reason",
+            ["feed", "reason"], registry=r,
+        )  # fmt: skip
+        self.relevant = Counter(
+            "falco_misp_live_relevant_messages", "Messages that may change the feed (each schedules a debounced sync)",
+            ["feed"], registry=r,
+        )  # fmt: skip
+        self.syncs = Counter(
+            "falco_misp_live_syncs", "Syncs run because of relevant messages (one per debounced burst)", ["feed"],
+            registry=r,
+        )  # fmt: skip
+        self.latency = Histogram(
+            "falco_misp_live_update_latency_seconds",
+            "From the first relevant message of a burst to the ConfigMaps holding the change",
+            ["feed"], buckets=(0.5, 1, 2.5, 5, 10, 15, 30, 60, 120, 300, 600), registry=r,
+        )  # fmt: skip
+        self.up = Gauge(
+            "falco_misp_live_up", "1 while the feed's ZeroMQ publisher is heard (condition LiveUpdates)", ["feed"],
+            registry=r,
+        )  # fmt: skip
+        self._up_feeds: set[str] = set()
+
+    def heard(self, feed: str, up: bool | None) -> None:
+        """Set the feed's ``falco_misp_live_up``; None removes it (the feed's subscriber stopped)."""
+        if up is not None:
+            self.up.labels(feed).set(1 if up else 0)
+            self._up_feeds.add(feed)
+        elif feed in self._up_feeds:
+            self.up.remove(feed)
+            self._up_feeds.discard(feed)

@@ -8,9 +8,15 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any
 
 DEFAULT_LIVENESS = "http://0.0.0.0:8080/healthz"
 DEFAULT_METRICS_PORT = 9090
+TOKEN_ENV = "FALCO_MISP_ALERTS_TOKEN"  # noqa: S105 - a variable name (intake.TOKEN_ENV; not imported: aiohttp)
 
 
 def add_run_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -60,6 +66,7 @@ def add_run_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=30.0,
         help="how often each feed checks whether a refresh, a Secret change or a deferred rollout is due",
     )
+    _add_alert_options(run)
     run.set_defaults(func=run_operator)
 
 
@@ -69,7 +76,7 @@ def run_operator(args: argparse.Namespace) -> int:
     import kopf  # noqa: PLC0415
 
     from falco_misp.handlers import Tuning, register  # noqa: PLC0415
-    from falco_misp.metrics import Metrics  # noqa: PLC0415
+    from falco_misp.metrics import LiveMetrics, Metrics  # noqa: PLC0415
 
     logging.getLogger().handlers.clear()  # cli.main's basicConfig handler would print every line twice
     formats = {"plain": kopf.LogFormat.PLAIN, "full": kopf.LogFormat.FULL, "json": kopf.LogFormat.JSON}
@@ -80,6 +87,12 @@ def run_operator(args: argparse.Namespace) -> int:
     if args.metrics_port:
         memo["metrics"] = Metrics()
         memo["metrics"].serve(args.metrics_port)
+        memo["live_metrics"] = LiveMetrics(memo["metrics"].registry)  # ZeroMQ live updates (issue 7)
+    if args.alerts_port:
+        problem = _setup_alerts(args, registry, memo)
+        if problem:
+            print(f"falco-misp run: {problem}", file=sys.stderr)
+            return 2
     kopf.run(
         registry=registry,
         memo=memo,
@@ -90,3 +103,92 @@ def run_operator(args: argparse.Namespace) -> int:
         liveness_endpoint=args.liveness or None,
     )
     return 0
+
+
+# ------------------------------------------------------------------------- alerts -> MISP sightings (issue 5)
+_CLUSTER_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,62})$")
+
+
+def _cluster_name(value: str) -> str:
+    if value and not _CLUSTER_NAME.match(value):
+        raise argparse.ArgumentTypeError("letters, digits, '.', '_' and '-', at most 63 characters")
+    return value
+
+
+def _add_alert_options(run: argparse.ArgumentParser) -> None:
+    alerts = run.add_argument_group(
+        "alert endpoint (Falco alerts -> MISP sightings and events, for feeds with spec.reporting on)"
+    )
+    alerts.add_argument(
+        "--alerts-port",
+        type=int,
+        default=0,
+        metavar="PORT",
+        help="serve POST /alerts for Falco's http_output and Falcosidekick's webhook on this port (default 0: off)",
+    )
+    alerts.add_argument("--alerts-address", default="0.0.0.0", metavar="ADDR", help="address to bind (default all)")  # noqa: S104
+    alerts.add_argument(
+        "--alerts-token-file",
+        type=Path,
+        metavar="FILE",
+        help=f"file holding the token senders must present (a mounted Secret, re-read when it changes); default: "
+        f"${TOKEN_ENV}. Bearer, or the password of Basic auth (https://falco:TOKEN@host:port/alerts for Falco)",
+    )
+    alerts.add_argument(
+        "--alerts-max-body-bytes", type=int, default=64 * 1024, metavar="N", help="largest body (default 65536)"
+    )
+    alerts.add_argument(
+        "--alerts-rate", type=float, default=50.0, metavar="N", help="requests per second, all senders (default 50)"
+    )
+    alerts.add_argument("--alerts-burst", type=int, default=200, metavar="N", help="requests at once (default 200)")
+    alerts.add_argument("--alerts-tls-cert", type=Path, metavar="FILE", help="serve HTTPS with this PEM certificate")
+    alerts.add_argument("--alerts-tls-key", type=Path, metavar="FILE", help="the PEM key of --alerts-tls-cert")
+    alerts.add_argument(
+        "--cluster-name",
+        type=_cluster_name,
+        default="",
+        metavar="NAME",
+        help="names this cluster in sighting sources (<cluster>/<node>) and in the daily MISP event",
+    )
+    alerts.add_argument(
+        "--sightings-queue",
+        type=int,
+        default=10_000,
+        metavar="N",
+        help="reports waiting for MISP at most; more are dropped and counted (default 10000)",
+    )
+
+
+def _setup_alerts(args: argparse.Namespace, registry: Any, memo: Any) -> str | None:
+    """Put the reporter and the endpoint in the memo (kopf's startup/cleanup handlers start and stop them).
+
+    Returns what is wrong with the options (no usable token, TLS half configured), before anything starts.
+    """
+    from falco_misp.handlers import register_alerts  # noqa: PLC0415
+    from falco_misp.intake import MIN_TOKEN_CHARS, AlertIntake, IntakeConfig, TokenSource  # noqa: PLC0415
+    from falco_misp.metrics import ReportingMetrics  # noqa: PLC0415
+    from falco_misp.sightings import Reporter, ReporterConfig  # noqa: PLC0415
+
+    token = None if args.alerts_token_file else os.environ.get(TOKEN_ENV)
+    if TokenSource(token=token, path=args.alerts_token_file).current() is None:
+        where = f"the file {args.alerts_token_file}" if args.alerts_token_file else f"${TOKEN_ENV}"
+        return f"--alerts-port needs a token of at least {MIN_TOKEN_CHARS} characters in {where}"
+    if (args.alerts_tls_cert is None) != (args.alerts_tls_key is None):
+        return "--alerts-tls-cert and --alerts-tls-key go together"
+    metrics = ReportingMetrics(memo["metrics"].registry) if "metrics" in memo else None
+    reporter = Reporter(ReporterConfig(cluster=args.cluster_name, max_queue=args.sightings_queue), metrics=metrics)
+    config = IntakeConfig(
+        port=args.alerts_port,
+        address=args.alerts_address,
+        token_file=args.alerts_token_file,
+        token=token,
+        max_body_bytes=args.alerts_max_body_bytes,
+        rate_per_second=args.alerts_rate,
+        burst=args.alerts_burst,
+        tls_cert=args.alerts_tls_cert,
+        tls_key=args.alerts_tls_key,
+    )
+    memo["reporter"] = reporter
+    memo["intake"] = AlertIntake(config, reporter.receive, metrics=metrics)
+    register_alerts(registry)
+    return None

@@ -111,6 +111,22 @@ class MispServer:
     """Per-request timeout."""
     page_size: int = 5_000
     """Attributes per page (``limit``); pages are fetched until a short page."""
+    zmq: MispZmq | None = None
+    """MISP's ZeroMQ publisher, for live updates (operator only; ``falco-misp render`` ignores it)."""
+
+
+@dataclass(frozen=True)
+class MispZmq:
+    """MISP's ZeroMQ publisher: relevant attribute changes and event publishes trigger a sync within seconds.
+
+    The messages only say *that* something changed: the sync still reads everything through the REST API, and the
+    refresh timer keeps running as the safety net (issue 7).
+    """
+
+    url: str
+    """``tcp://host:port`` of the PUB socket (MISP's ``Plugin.ZeroMQ_port``, 50000 by default)."""
+    debounce_seconds: int = 10
+    """A sync runs once this long passed without another relevant message, so a burst gives one sync."""
 
 
 @dataclass(frozen=True)
@@ -270,6 +286,61 @@ class FalcoTarget:
     """Byte budget of one rules file (one ConfigMap)."""
 
 
+# ---------------------------------------------------------------------- reporting: alerts -> MISP (issue 5)
+#: MISP event analysis: 0 Initial, 1 Ongoing, 2 Completed.
+ANALYSIS_LEVELS: Mapping[str, int] = {"initial": 0, "ongoing": 1, "completed": 2}
+#: Placeholders a sighting source may hold.
+SOURCE_PLACEHOLDERS = ("cluster", "node", "namespace", "feed")
+DEFAULT_EVENT_TAGS = ("falco-misp:observed",)
+
+
+@dataclass(frozen=True)
+class SightingsReporting:
+    """Report a MISP sighting for each attribute a Falco alert of this feed matched."""
+
+    enabled: bool = False
+    """Send sightings (off by default)."""
+    source: str = ""
+    """Sighting source; ``{cluster}``, ``{node}``, ``{namespace}``, ``{feed}`` are filled in (empty: cluster/node)."""
+    dedup_window_seconds: int = 3600
+    """At most one sighting (and one Kubernetes Event) per attribute within this window."""
+
+
+@dataclass(frozen=True)
+class EventsReporting:
+    """Append observed hits to one MISP event per feed and day (created on the first hit of the day)."""
+
+    enabled: bool = False
+    """Write events (off by default)."""
+    tags: tuple[str, ...] = DEFAULT_EVENT_TAGS
+    """Tags of the daily event."""
+    distribution: int = 0
+    """Event distribution: 0 your organisation only, 1 this community, 2 connected communities, 3 all."""
+    threat_level: int = 4
+    """Event threat_level_id: 1 High .. 4 Undefined."""
+    analysis: int = 0
+    """Event analysis: 0 Initial, 1 Ongoing, 2 Completed."""
+    to_ids: bool = False
+    """``to_ids`` of the added attributes (off: a feed filtering on toIds never reads its own hits back)."""
+    published: bool = False
+    """Publish the event after adding hits."""
+
+
+@dataclass(frozen=True)
+class Reporting:
+    """What the operator tells MISP when Falco fires one of this feed's rules (needs ``source.misp``)."""
+
+    sightings: SightingsReporting = field(default_factory=SightingsReporting)
+    """Sightings on the matched attributes."""
+    events: EventsReporting = field(default_factory=EventsReporting)
+    """A daily MISP event of observed hits."""
+
+    @property
+    def enabled(self) -> bool:
+        """Whether anything is reported (alerts of this feed are then matched to their attributes)."""
+        return self.sightings.enabled or self.events.enabled
+
+
 @dataclass(frozen=True)
 class FeedSpec:
     """A whole MispFeed spec."""
@@ -286,6 +357,8 @@ class FeedSpec:
     """Output target."""
     refresh_seconds: int = 3600
     """Sync interval."""
+    reporting: Reporting = field(default_factory=Reporting)
+    """Alerts of this feed's rules reported to MISP (sightings, daily event)."""
 
     @property
     def types(self) -> frozenset[str]:
@@ -435,9 +508,38 @@ def _misp_server(r: _Reader) -> MispServer:
         ca_bundle=_secret_ref(r.child("caBundleSecretRef")) if r.has("caBundleSecretRef") else None,
         timeout_seconds=r.number("timeoutSeconds", 30.0, minimum=1, maximum=600),
         page_size=r.integer("pageSize", 5_000, minimum=1, maximum=100_000),
+        zmq=_misp_zmq(r.child("zmq")) if r.has("zmq") else None,
     )
     r.done()
     return server
+
+
+# tcp://host:port: a DNS name, an IPv4 address or a bracketed IPv6 address; the port without leading zeros.
+_ZMQ_URL = re.compile(
+    r"^tcp://(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([-A-Za-z0-9.]{0,251}[A-Za-z0-9])?):(?P<port>[1-9][0-9]{0,4})$"
+)
+MIN_DEBOUNCE_SECONDS, MAX_DEBOUNCE_SECONDS = 1, 300
+
+
+def _misp_zmq(r: _Reader) -> MispZmq:
+    url = r.string("url")
+    m = _ZMQ_URL.match(url)
+    host = m.group("host") if m else ""
+    if host.startswith("["):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            m = None
+    if m is None or int(m.group("port")) > 65_535:
+        raise SpecError(
+            r.at("url"), f"expected tcp://host:port (MISP's ZeroMQ publisher, port 50000 by default), got {url!r}"
+        )
+    debounce = r.duration("debounce", 10) or 10
+    if not MIN_DEBOUNCE_SECONDS <= debounce <= MAX_DEBOUNCE_SECONDS:
+        raise SpecError(r.at("debounce"), f"must be between 1s and 5m, got {r.raw('debounce')!r}")
+    zmq = MispZmq(url=url, debounce_seconds=debounce)
+    r.done()
+    return zmq
 
 
 def _location(r: _Reader) -> Location:
@@ -650,6 +752,70 @@ def _falco(r: _Reader) -> FalcoTarget:
 _PREFIX = re.compile(r"^[a-z0-9]([-a-z0-9]{0,46}[a-z0-9])?$")
 
 
+# ---------------------------------------------------------------------- reporting: alerts -> MISP (issue 5)
+_MISP_TAG = re.compile(r"^[^\x00-\x1f\x7f]{1,255}$")
+_SOURCE_TEXT = re.compile(r"^[^\x00-\x1f\x7f]{0,255}$")
+_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+MAX_DEDUP_WINDOW = 30 * 86400
+
+
+def _sighting_source(r: _Reader) -> str:
+    value = r.raw("source")
+    if value is None:
+        return ""
+    if not isinstance(value, str) or not _SOURCE_TEXT.match(value):
+        raise SpecError(r.at("source"), f"expected text of at most 255 characters, got {value!r}")
+    for name in _PLACEHOLDER.findall(value):
+        if name not in SOURCE_PLACEHOLDERS:
+            raise SpecError(r.at("source"), f"unknown placeholder {{{name}}}; use {{cluster}}, {{node}}, "
+                            "{namespace} or {feed}")  # fmt: skip
+    if "{" in _PLACEHOLDER.sub("", value) or "}" in _PLACEHOLDER.sub("", value):
+        raise SpecError(r.at("source"), f"unbalanced braces in {value!r}")
+    return value
+
+
+def _level(r: _Reader, key: str, names: Mapping[str, int], default: int) -> int:
+    """A named level (case-insensitive) or its number."""
+    value = r.raw(key)
+    if value is None:
+        return default
+    if isinstance(value, str) and value.lower() in names:
+        return names[value.lower()]
+    numbers = sorted(names.values())
+    if isinstance(value, int) and not isinstance(value, bool) and numbers[0] <= value <= numbers[-1]:
+        return value
+    choices = ", ".join(names)
+    raise SpecError(r.at(key), f"expected one of {choices} (or {numbers[0]}-{numbers[-1]}), got {value!r}")
+
+
+def _reporting(r: _Reader, *, server_side: bool) -> Reporting:
+    s = r.child("sightings")
+    window = s.duration("dedupWindow", 3600) or 3600
+    if not 60 <= window <= MAX_DEDUP_WINDOW:
+        raise SpecError(s.at("dedupWindow"), "must be between 1m and 30d")
+    sightings = SightingsReporting(
+        enabled=s.boolean("enabled", False), source=_sighting_source(s), dedup_window_seconds=window
+    )
+    s.done()
+    e = r.child("events")
+    tags = e.strings("tags", pattern=_MISP_TAG)
+    events = EventsReporting(
+        enabled=e.boolean("enabled", False),
+        tags=tuple(dict.fromkeys(tags)) if tags is not None else DEFAULT_EVENT_TAGS,
+        distribution=e.integer("distribution", 0, minimum=0, maximum=3),
+        threat_level=_level(e, "threatLevel", THREAT_LEVELS, 4),
+        analysis=_level(e, "analysis", ANALYSIS_LEVELS, 0),
+        to_ids=e.boolean("toIds", False),
+        published=e.boolean("published", False),
+    )
+    e.done()
+    r.done()
+    reporting = Reporting(sightings=sightings, events=events)
+    if reporting.enabled and not server_side:
+        raise SpecError(r.path, "needs source.misp: sightings and events are written to the MISP server the feed reads")
+    return reporting
+
+
 def parse_spec(spec: object, path: str = "spec") -> FeedSpec:
     """Parse and validate a MispFeed ``spec`` mapping."""
     r = _Reader(spec, path)
@@ -666,6 +832,7 @@ def parse_spec(spec: object, path: str = "spec") -> FeedSpec:
         limits=_limits(r.child("limits")),
         falco=_falco(r.child("falco")),
         refresh_seconds=refresh_seconds,
+        reporting=_reporting(r.child("reporting"), server_side=source.misp is not None),
     )
     r.done()
     return parsed

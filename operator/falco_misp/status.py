@@ -4,7 +4,8 @@ The status is the operator's honest account of one feed (see the CRD for every f
 
 - ``conditions``: ``Ready`` (rules of the current spec are in Falco's ConfigMaps) and ``Degraded`` (the latest
   attempt had a problem: source down, drop held back, DaemonSet missing...), each with a reason and a message;
-  ``lastTransitionTime`` changes only when the condition's status does;
+  ``lastTransitionTime`` changes only when the condition's status does; with live updates, ``LiveUpdates``
+  (written by the ZeroMQ subscriber, kept as it is by syncs);
 - what is applied: ``indicators`` (counts by kind, rejected by reason), ``rulesHash``, ``configMaps``,
   ``falcoNamespace``, ``appliedGeneration``, ``lastSuccess``; kept as they were when a later attempt fails;
 - ``rollout``: the DaemonSet(s), the hash last rolled and whether a roll is pending;
@@ -15,7 +16,7 @@ Nothing here sees a secret: callers pass counts, names and messages only.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -55,27 +56,39 @@ class Condition:
 
 
 def build_conditions(
-    previous: object, current: Sequence[Condition], now: datetime, generation: int
+    previous: object, current: Sequence[Condition], now: datetime, generation: int, *, remove: Collection[str] = ()
 ) -> list[dict[str, Any]]:
-    """Kubernetes-style conditions; ``lastTransitionTime`` is kept while a condition's status stays the same."""
-    before: dict[str, Mapping[str, Any]] = {}
+    """Kubernetes-style conditions; ``lastTransitionTime`` is kept while a condition's status stays the same.
+
+    Conditions of other types in ``previous`` (another writer's, such as ``LiveUpdates``) stay as they are, in their
+    place, unless their type is in ``remove``; types new to the list come last.
+    """
+    entries: list[Mapping[str, Any]] = []
     if isinstance(previous, Sequence):
-        before = {str(c.get("type")): c for c in previous if isinstance(c, Mapping)}
-    out: list[dict[str, Any]] = []
+        entries = [c for c in previous if isinstance(c, Mapping)]
+    before = {str(c.get("type")): c for c in entries}
+    fresh: dict[str, dict[str, Any]] = {}
     for cond in current:
         status = "True" if cond.status else "False"
         old = before.get(cond.type)
         since = old.get("lastTransitionTime") if old is not None and old.get("status") == status else None
-        out.append(
-            {
-                "type": cond.type,
-                "status": status,
-                "reason": cond.reason,
-                "message": cond.message,
-                "lastTransitionTime": since or format_time(now),
-                "observedGeneration": generation,
-            }
-        )
+        fresh[cond.type] = {
+            "type": cond.type,
+            "status": status,
+            "reason": cond.reason,
+            "message": cond.message,
+            "lastTransitionTime": since or format_time(now),
+            "observedGeneration": generation,
+        }
+    out: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for old in entries:
+        type_ = str(old.get("type"))
+        if type_ in seen or type_ in remove:
+            continue
+        seen.add(type_)
+        out.append(fresh.pop(type_) if type_ in fresh else dict(old))
+    out.extend(fresh.values())
     return out
 
 

@@ -25,6 +25,7 @@ from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit
 
+from falco_misp.alerts import IndexBuilder, MispTarget, ReportingFeed
 from falco_misp.decisions import (
     ConfigMapPlan,
     RolloutAction,
@@ -122,6 +123,10 @@ class SyncOutcome:
     """A digest of the Secret values used (kept in memory only, to notice a Secret change)."""
     writes: int = 0
     """Writes made to ConfigMaps and DaemonSets."""
+    reporting: ReportingFeed | None = None
+    """Alert matching for this feed (its provenance index and MISP target) when ``reporting_applied``."""
+    reporting_applied: bool = False
+    """Rules were applied: ``reporting`` now replaces what alert matching knew of the feed (None: reporting off)."""
 
 
 @dataclass(frozen=True)
@@ -344,8 +349,12 @@ def _roll_out(kube: KubeClient, feed: Feed, desired_hash: str, previous: Rollout
 
 
 # ------------------------------------------------------------------------------------------------ services
-def sync_feed(kube: KubeClient, obj: FeedObject, now: datetime) -> SyncOutcome:
-    """Fetch, render and apply one feed; the outcome holds the new status whatever happened."""
+def sync_feed(kube: KubeClient, obj: FeedObject, now: datetime, *, provenance: bool = False) -> SyncOutcome:
+    """Fetch, render and apply one feed; the outcome holds the new status whatever happened.
+
+    ``provenance``: alerts are being matched (``falco-misp run --alerts-port``): for a feed with
+    ``spec.reporting`` on, index where each fetched value came from (``outcome.reporting``).
+    """
     try:
         feed = parse_feed_object(obj)
     except SpecError as exc:
@@ -358,7 +367,8 @@ def sync_feed(kube: KubeClient, obj: FeedObject, now: datetime) -> SyncOutcome:
     try:
         with _ca_file(secrets.ca_bundle) as ca_path:
             ctx = FetchContext(now=int(now.timestamp()), auth_key=secrets.auth_key, ca_bundle=ca_path)
-            result = render_feed(feed, ctx)
+            index = _index_builder(feed, secrets) if provenance else None
+            result = render_feed(feed, ctx, observe=index.add if index is not None else None)
     except SourceError as exc:
         return _failed(
             obj, now, "SourceFailed", f"{exc.reason}: {exc.message}", failure=Failure.TEMPORARY, fingerprint=fingerprint
@@ -427,7 +437,29 @@ def sync_feed(kube: KubeClient, obj: FeedObject, now: datetime) -> SyncOutcome:
         notices=tuple(notices),
         secret_fingerprint=fingerprint,
         writes=plan.writes + rolled.writes,
+        reporting=_reporting_feed(feed, secrets, index),
+        reporting_applied=True,
     )
+
+
+# ------------------------------------------------------------------------- alert provenance (issue 5)
+def _index_builder(feed: Feed, secrets: ResolvedSecrets) -> IndexBuilder | None:
+    """An index of the fetched attributes, when the feed reports alerts to its MISP server."""
+    if not feed.spec.reporting.enabled or feed.spec.source.misp is None or not secrets.auth_key:
+        return None
+    return IndexBuilder(feed)
+
+
+def _reporting_feed(feed: Feed, secrets: ResolvedSecrets, index: IndexBuilder | None) -> ReportingFeed | None:
+    if index is None or feed.spec.source.misp is None or not secrets.auth_key:
+        return None
+    built = index.build()
+    log.info(
+        "feed %s/%s: %d attributes indexed for alert matching (~%d KiB)",
+        feed.namespace, feed.name, built.attributes, built.approx_bytes() // 1024,
+    )  # fmt: skip
+    target = MispTarget(server=feed.spec.source.misp, auth_key=secrets.auth_key, ca_bundle=secrets.ca_bundle)
+    return ReportingFeed(feed=feed, index=built, target=target)
 
 
 def rollout_feed(kube: KubeClient, obj: FeedObject, now: datetime) -> SyncOutcome | None:

@@ -10,6 +10,8 @@ What it serves (everything JSON is shaped after MISP 2.5, see ``<shared>/referen
   ``/servers/getPyMISPVersion.json``, ``/users/view/me``, ``/attributes/describeTypes.json``;
 * ``POST /attributes/restSearch`` with MISP's filter semantics (see :meth:`MispEmulator.search`);
 * ``POST /sightings/add`` and ``/sightings/add/<attribute id|uuid>``;
+* writing events (issue 5): ``POST /events/add``, ``HEAD``/``GET /events/view/<id|uuid>``,
+  ``POST /attributes/add/<event id|uuid>`` (one attribute or a list), ``POST /events/publish/<id|uuid>``;
 * a MISP static feed built from the loaded events: ``/feed/manifest.json``, ``/feed/hashes.csv``,
   ``/feed/<event uuid>.json`` (no authentication, like a plain web server);
 * ``/text/<name>``: plain-text bodies set in :attr:`MispEmulator.texts` (no authentication).
@@ -754,6 +756,133 @@ class MispEmulator:
                 self._sighting_records.append(record)
             return _json_response(200, {"Sighting": record})
 
+    # ---------------------------------------------------------------- events written through the API
+    # What the operator's events mode (issue 5) calls through PyMISP: add_event (POST /events/add),
+    # event_exists/get_event (HEAD/GET /events/view/<id|uuid>), add_attribute (POST /attributes/add/<event>, one
+    # attribute or a list; a same type/category/value already in the event is refused like MISP does) and publish
+    # (POST /events/publish/<event>). Added events and attributes are searchable like loaded ones.
+
+    def _event_by_ref(self, ref: str) -> dict[str, Any] | None:
+        """The normalised event with this id or uuid (under the lock)."""
+        for event in self._events.values():
+            if ref in (event["id"], event["uuid"]):
+                return event
+        return None
+
+    def event_view(self, ref: str) -> dict[str, Any] | None:
+        """``{"Event": ...}`` as ``/events/view`` answers it (tags and live attributes included), or None."""
+        with self._lock:
+            event = self._event_by_ref(ref)
+            if event is None:
+                return None
+            attributes = [
+                {**s.attribute, "Tag": [_tag_out(t) for t in s.tags]}
+                for _, s in sorted(self._attributes.items())
+                if s.event is event and s.object is None and not s.attribute["deleted"]
+            ]
+            view = {**copy.deepcopy(event), "Tag": [_tag_out(t) for t in event["Tag"]], "Attribute": attributes}
+            return {"Event": view}
+
+    def _route_writes(self, request: RecordedRequest, endpoint: str) -> _Response | None:
+        method = request.method
+        if method in {"GET", "HEAD"} and endpoint.startswith("/events/view/"):
+            view = self.event_view(endpoint.removeprefix("/events/view/"))
+            return _json_response(200, view) if view else _error_response(404, request.path, "Invalid event")
+        if method == "POST" and (endpoint == "/events/add" or endpoint.startswith("/events/add/")):
+            return self._add_event_api(request)
+        if method == "POST" and endpoint.startswith("/attributes/add/"):
+            return self._add_attributes_api(request, endpoint.removeprefix("/attributes/add/"))
+        if method == "POST" and endpoint.startswith("/events/publish/"):
+            return self._publish_api(request, endpoint.removeprefix("/events/publish/"))
+        return None
+
+    def _add_event_api(self, request: RecordedRequest) -> _Response:
+        body = request.json
+        raw = body.get("Event", body) if isinstance(body, dict) else None
+        if not isinstance(raw, dict) or not str(raw.get("info") or "").strip():
+            return _json_response(
+                403, {"name": "The event could not be saved.", "message": "The event could not be saved.",
+                      "url": request.path, "errors": {"Event": {"info": ["Info cannot be empty."]}}},
+            )  # fmt: skip
+        now = str(int(time.time()))
+        with self._lock:
+            if raw.get("uuid") and str(raw["uuid"]) in self._events:
+                message = "Event already exists, if you would like to edit it, use the url in the location header."
+                response = _json_response(403, {"name": message, "message": message, "url": request.path})
+                response.headers["Location"] = f"/events/view/{raw['uuid']}"
+                return response
+            event = {k: v for k, v in raw.items() if k not in {"id", "Object"}}
+            event["uuid"] = str(raw.get("uuid") or uuidlib.uuid4())
+            event.setdefault("Orgc", {"name": _ME["Organisation"]["name"], "uuid": _ME["Organisation"]["uuid"]})
+            event.setdefault("timestamp", now)
+            attributes = raw.get("Attribute") or []
+            event["Attribute"] = [self._api_attribute(a, now) for a in attributes if isinstance(a, dict)]
+            self.add_event(event)
+        return _json_response(200, self.event_view(event["uuid"]))
+
+    @staticmethod
+    def _api_attribute(raw: Mapping[str, Any], now: str) -> dict[str, Any]:
+        attribute = {k: v for k, v in raw.items() if k not in {"id", "event_id"}}
+        attribute.setdefault("uuid", str(uuidlib.uuid4()))
+        attribute.setdefault("timestamp", now)
+        attribute.setdefault("category", "Network activity")
+        return attribute
+
+    def _add_attributes_api(self, request: RecordedRequest, ref: str) -> _Response:
+        try:
+            body = json.loads(request.body) if request.body else None
+        except ValueError:
+            body = None
+        items = body if isinstance(body, list) else [body]
+        if not items or not all(isinstance(i, dict) and i.get("type") and "value" in i for i in items):
+            return _error_response(400, request.path, "Invalid attribute.")
+        now = str(int(time.time()))
+        saved: list[dict[str, Any]] = []
+        errors: dict[str, Any] = {}
+        with self._lock:
+            event = self._event_by_ref(ref)
+            if event is None:
+                return _error_response(404, request.path, "Invalid event.")
+            raw_event = self._raw_events[event["uuid"]]
+            for i, item in enumerate(items):
+                key = (str(item["type"]), str(item.get("category", "Network activity")), str(item["value"]))
+                if any(
+                    s.event is event and not s.attribute["deleted"]
+                    and (s.attribute["type"], s.attribute["category"], s.attribute["value"]) == key
+                    for s in self._attributes.values()
+                ):  # fmt: skip
+                    errors[str(i)] = {"value": ["A similar attribute already exists for this event."]}
+                    continue
+                attribute = self._api_attribute(item, now)
+                raw_event.setdefault("Attribute", []).append(attribute)
+                self._store_attribute(attribute, event, None)
+                saved.append(dict(self._attributes[max(self._attribute_ids)].attribute))
+            if saved:
+                self._data_version += 1
+                event["timestamp"] = now
+                event["published"] = False  # MISP unpublishes an event when it changes
+        if not isinstance(body, list):
+            if not saved:
+                return _save_failed_attribute(errors["0"], request.path)
+            return _json_response(200, {"Attribute": saved[0]})
+        if not saved:
+            return _save_failed_attribute(errors, request.path)
+        answer: dict[str, Any] = {"Attribute": saved}
+        if errors:
+            answer["errors"] = errors
+        return _json_response(200, answer)
+
+    def _publish_api(self, request: RecordedRequest, ref: str) -> _Response:
+        with self._lock:
+            event = self._event_by_ref(ref)
+            if event is None:
+                return _error_response(404, request.path, "Invalid event.")
+            event["published"] = True
+            event["publish_timestamp"] = str(int(time.time()))
+            self._data_version += 1
+            event_id = event["id"]
+        return _json_response(200, {"name": "Job queued", "message": "Job queued", "url": request.path, "id": event_id})
+
     # ----------------------------------------------------------------------------------------- feed
 
     def feed_manifest(self) -> dict[str, Any]:
@@ -982,6 +1111,9 @@ class MispEmulator:
         if method == "POST" and (endpoint == "/sightings/add" or endpoint.startswith("/sightings/add/")):
             ref = endpoint.removeprefix("/sightings/add").strip("/") or None
             return self._add_sighting(request.json or {}, ref)
+        written = self._route_writes(request, endpoint)
+        if written is not None:
+            return written
         return _error_response(404, path)
 
     def _route_search(self, request: RecordedRequest) -> _Response:
@@ -1167,6 +1299,12 @@ def _save_failed(reason: str, path: str) -> _Response:
     """What MISP's RestResponse::saveFailResponse answers for a sighting it cannot add."""
     message = f"Could not add the Sighting. Reason: {reason}"
     return _json_response(403, {"saved": False, "name": message, "message": message, "url": path, "errors": reason})
+
+
+def _save_failed_attribute(errors: Any, path: str) -> _Response:
+    """What MISP answers when no attribute of an /attributes/add request could be saved."""
+    message = "Could not add Attribute"
+    return _json_response(403, {"saved": False, "name": message, "message": message, "url": path, "errors": errors})
 
 
 def _tag_out(tag: Mapping[str, Any]) -> dict[str, Any]:

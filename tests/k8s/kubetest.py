@@ -22,7 +22,7 @@ import pytest
 from kubernetes import client
 
 from emulators.misp import MispEmulator
-from falco_misp.handlers import Tuning, register
+from falco_misp.handlers import Tuning, register, register_alerts
 from falco_misp.kube import KubeClient
 
 GROUP, VERSION, PLURAL = "falco-misp.io", "v1alpha1", "mispfeeds"
@@ -78,14 +78,24 @@ class FakeClock:
 
 @contextlib.asynccontextmanager
 async def running_operator(
-    kmock: kmock.KubernetesEmulator, clock: FakeClock, *, tick: float = 0.25, namespaces: list[str] | None = None
+    kmock: kmock.KubernetesEmulator,
+    clock: FakeClock,
+    *,
+    tick: float = 0.25,
+    namespaces: list[str] | None = None,
+    tuning: dict[str, Any] | None = None,
+    memo: dict[str, Any] | None = None,
 ) -> AsyncIterator[None]:
     """The operator with a fresh registry, fast ticks and retries, talking to kmock (not a fixture: see README).
 
-    ``namespaces``: watch only these, as ``falco-misp run -n`` does (default: all namespaces).
+    ``namespaces``: watch only these, as ``falco-misp run -n`` does (default: all namespaces). ``tuning``: more
+    :class:`Tuning` fields; ``memo``: more operator memo entries (``live_metrics``...).
     """
     registry = kopf.OperatorRegistry()
-    register(registry, Tuning(tick_seconds=tick, retry_base_seconds=0.2, retry_max_seconds=1.0, clock=clock))
+    tune = Tuning(tick_seconds=tick, retry_base_seconds=0.2, retry_max_seconds=1.0, clock=clock, **(tuning or {}))
+    register(registry, tune)
+    if memo and "intake" in memo:  # the alert endpoint (issue 5): the memo brings the reporter and the intake
+        register_alerts(registry)
 
     @kopf.on.login(registry=registry)
     def login(**_: Any) -> kopf.ConnectionInfo:
@@ -103,7 +113,7 @@ async def running_operator(
             namespaces=namespaces or [],
             standalone=True,
             stop_flag=stop,
-            memo=kopf.Memo(kube=kube),
+            memo=kopf.Memo(kube=kube, **(memo or {})),
         )
     )
     try:

@@ -195,6 +195,13 @@ MAXIMAL_REST: dict[str, Any] = {
         "tags": ["misp"], "domains": True, "rollout": "HotReload", "minRolloutInterval": "10m", "shardBytes": 65536,
     },
     "refresh": {"interval": "1h"},
+    "reporting": {
+        "sightings": {"enabled": True, "source": "{cluster}/{node}", "dedupWindow": "30m"},
+        "events": {
+            "enabled": True, "tags": ["tlp:amber"], "distribution": 1, "threatLevel": "high", "analysis": 1,
+            "toIds": False, "published": False,
+        },
+    },
 }  # fmt: skip
 LOCATION = {"url": "https://feeds.example.org/x", "verifyTLS": True, "timeoutSeconds": 10}
 MAXIMAL_SOURCES: list[dict[str, Any]] = [
@@ -206,6 +213,7 @@ MAXIMAL_SOURCES: list[dict[str, Any]] = [
             "caBundleSecretRef": {"name": "misp-ca", "key": "ca.pem"},
             "timeoutSeconds": 30,
             "pageSize": 1000,
+            "zmq": {"url": "tcp://misp.example.org:50000", "debounce": "10s"},
         }
     },
     {"mispFeed": dict(LOCATION)},
@@ -221,7 +229,10 @@ def maximal_specs() -> Iterator[dict[str, Any]]:
         if "misp" not in source:
             filters.pop("enforceWarninglist")
             filters.pop("excludeDecayed")
-        yield {"source": copy.deepcopy(source), "filters": filters, **copy.deepcopy(MAXIMAL_REST)}
+        rest = copy.deepcopy(MAXIMAL_REST)
+        if "misp" not in source:  # reporting writes to the MISP server the feed reads
+            rest["reporting"] = {"sightings": {"enabled": False}, "events": {"enabled": False}}
+        yield {"source": copy.deepcopy(source), "filters": filters, **rest}
 
 
 def _normal(path: str) -> str:
@@ -279,6 +290,7 @@ def test_schema_defaults_are_spec_py_defaults(schema: dict[str, Any], source: di
         required["authKeySecretRef"] = cfg["authKeySecretRef"]
     sparse: dict[str, Any] = {"source": {kind: required}}
     sparse.update({"filters": {}, "exclusions": {}, "limits": {}, "falco": {}, "refresh": {}})
+    sparse["reporting"] = {"sightings": {}, "events": {}}
     defaulted = apply_defaults(sparse, schema["properties"]["spec"])
     assert defaulted != sparse
     assert parse_spec(defaulted) == parse_spec(sparse)

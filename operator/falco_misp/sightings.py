@@ -1,0 +1,584 @@
+"""Matched Falco alerts -> MISP sightings, a daily MISP event, Kubernetes Events (a service; issue 5).
+
+The alert endpoint (:mod:`falco_misp.intake`) hands parsed alerts to :meth:`Reporter.receive` on the operator's
+event loop. Matching is pure and fast (:mod:`falco_misp.alerts`); what must reach MISP goes into one bounded
+queue, drained by one asyncio task that runs the blocking PyMISP calls on a thread of its own, so neither the
+endpoint nor the syncs (kopf's threads) ever wait for MISP:
+
+- dedupe: one sighting per attribute within the feed's ``reporting.sightings.dedupWindow`` (which also paces the
+  Kubernetes Events: a beaconing process must not flood the API server), one entry per address and day in the
+  daily event; each matched alert is still logged and counted;
+- batching: up to ``batch_size`` reports per round for one MISP server over one keep-alive PyMISP session; hits
+  for the daily event are added with one call per event;
+- retries: a server that fails (refused, timeout, 5xx, 408/429, bad answer) is paused with exponential backoff
+  and its reports stay queued, in order; a report MISP refuses for good (another 4xx: the attribute is gone, the
+  key lacks the permission) is dropped and counted;
+- bounds: at most ``max_queue`` reports wait (those in flight included); more are dropped and counted, and their
+  dedupe entry is forgotten so a later alert can try again.
+
+Sightings are posted per attribute UUID (``POST /sightings/add/<uuid>``), with the alert's time, so a retried
+sighting keeps the moment Falco saw the connection, and a CIDR attribute is sighted although no sighting by value
+would match it. The daily event has a UUID derived from cluster, feed and day (:func:`alerts.daily_event_uuid`):
+after a restart or on another replica the same event is found and appended to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import tempfile
+import threading
+import time
+from collections import Counter, OrderedDict, deque
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from functools import partial
+from typing import Any, cast
+
+import requests
+from pymisp import MISPAttribute, MISPEvent, PyMISP
+
+from falco_misp.alerts import (
+    Alert,
+    FeedRegistry,
+    Hit,
+    MispTarget,
+    Outcome,
+    ReportingFeed,
+    alert_day,
+    daily_event,
+    daily_event_uuid,
+    describe_attribute,
+    event_attribute,
+    match_alert,
+    notice_message,
+    sighting_body,
+)
+from falco_misp.alerts import Deduper as _Deduper
+from falco_misp.kube import KubeClient
+from falco_misp.metrics import ReportingMetrics
+from falco_misp.sources import quiet_pymisp_logger
+from falco_misp.spec import API_GROUP, API_VERSION, KIND
+
+log = logging.getLogger(__name__)
+
+EVENT_DEDUP_SECONDS = 26 * 3600  # a value goes into a day's event once (a day, plus clock skew between nodes)
+NOTICE_REASON = "AlertMatched"
+
+#: Posts a Kubernetes Event: (involved object reference, type, reason, message).
+PostNotice = Callable[[Mapping[str, str], str, str, str], None]
+
+
+@dataclass(frozen=True)
+class ReporterConfig:
+    """Operator-wide settings of the reporter (``falco-misp run`` options; per-feed ones are in the spec)."""
+
+    cluster: str = ""
+    """Cluster name for the default sighting source (``<cluster>/<node>``) and the daily event."""
+    max_queue: int = 10_000
+    """Reports waiting for MISP (in flight included); more are dropped and counted."""
+    batch_size: int = 50
+    """Reports sent per round to one server."""
+    retry_base_seconds: float = 1.0
+    """First pause after a server failed; doubles on each consecutive failure."""
+    retry_max_seconds: float = 300.0
+    """Longest pause."""
+    max_notices: int = 1_000
+    """Kubernetes Events waiting to be posted; more are dropped and counted."""
+    dedup_capacity: int = 100_000
+    """Remembered attributes (and, apart, event entries); the oldest go first when full."""
+
+
+class Kind(StrEnum):
+    """What a report writes to MISP (a metrics label)."""
+
+    SIGHTING = "sighting"
+    """A sighting on one attribute."""
+    EVENT_ATTRIBUTE = "event_attribute"
+    """An attribute in the feed's daily event."""
+
+
+@dataclass
+class _Report:
+    """One write to MISP waiting in the queue."""
+
+    kind: Kind
+    feed: str
+    target: MispTarget
+    dedupe_key: Hashable
+    body: dict[str, Any]
+    attribute_uuid: str = ""
+    event: dict[str, Any] | None = None
+    publish: bool = False
+
+
+class _Result(StrEnum):
+    SENT = "sent"
+    REJECTED = "rejected"
+    RETRY = "retry"
+    NOT_TRIED = "not_tried"
+
+
+class _Failure(Exception):
+    """A MISP call failed: ``retry`` says whether the report stays queued."""
+
+    def __init__(self, reason: str, *, retry: bool) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry = retry
+
+
+def _exception_reason(exc: BaseException) -> str:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, requests.exceptions.Timeout):
+            return "Timeout"
+        if isinstance(seen, requests.exceptions.SSLError):
+            return "TLS"
+        if isinstance(seen, ConnectionRefusedError) or "refused" in str(seen).lower():
+            return "ConnectionRefused"
+        if isinstance(seen, requests.exceptions.ConnectionError):
+            return "ConnectionError"
+        seen = seen.__cause__ or seen.__context__
+    text = str(exc)
+    if "Error code 5" in text:
+        return "HTTP5xx"
+    if type(exc).__name__ == "PyMISPUnexpectedResponse":
+        return "InvalidJSON"
+    if "Unable to get the user settings" in text:
+        return "Unauthorized"
+    return type(exc).__name__
+
+
+def _check(answer: object, *, duplicate_ok: bool = False) -> None:
+    """Raise :class:`_Failure` for PyMISP's ``{"errors": (status, body)}`` answers."""
+    if not isinstance(answer, Mapping) or "errors" not in answer:
+        return
+    errors = answer["errors"]
+    status = errors[0] if isinstance(errors, tuple | list) and errors and isinstance(errors[0], int) else None
+    if duplicate_ok and "already exists" in str(errors):
+        return
+    if status is None or status in (408, 425, 429):
+        raise _Failure(f"HTTP{status}" if status else "MispError", retry=True)
+    raise _Failure(f"HTTP{status}", retry=False)
+
+
+class _MispClients:
+    """PyMISP clients by target (server and credentials), each with its CA bundle file; used on one thread only."""
+
+    def __init__(self, limit: int = 8) -> None:
+        self._limit = limit
+        self._clients: OrderedDict[str, tuple[PyMISP, str | None]] = OrderedDict()
+        self.known_events: set[str] = set()
+
+    def get(self, target: MispTarget) -> PyMISP:
+        key = target.key
+        if key in self._clients:
+            self._clients.move_to_end(key)
+            return self._clients[key][0]
+        ca_path: str | None = None
+        if target.ca_bundle:
+            fd, ca_path = tempfile.mkstemp(prefix="falco-misp-report-ca-", suffix=".pem")
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                out.write(target.ca_bundle)
+        server = target.server
+        verify: bool | str = (ca_path or True) if server.verify_tls else False
+        quiet_pymisp_logger()
+        try:
+            client = PyMISP(server.url, target.auth_key, ssl=verify, timeout=server.timeout_seconds,
+                            tool="falco-misp-operator")  # fmt: skip
+        except Exception as exc:
+            _unlink(ca_path)
+            raise _Failure(_exception_reason(exc), retry=True) from None
+        self._clients[key] = (client, ca_path)
+        while len(self._clients) > self._limit:
+            self.drop(next(iter(self._clients)))
+        return client
+
+    def drop(self, key: str) -> None:
+        entry = self._clients.pop(key, None)
+        if entry is not None:
+            _unlink(entry[1])
+
+    def close(self) -> None:
+        for key in list(self._clients):
+            self.drop(key)
+
+
+def _unlink(path: str | None) -> None:
+    if path:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+
+def _call(func: Callable[[], object], *, duplicate_ok: bool = False) -> object:
+    """One PyMISP call; exceptions (network, 5xx, non-JSON) become retryable failures."""
+    try:
+        answer = func()
+    except _Failure:
+        raise
+    except Exception as exc:
+        raise _Failure(_exception_reason(exc), retry=True) from None
+    _check(answer, duplicate_ok=duplicate_ok)
+    return answer
+
+
+def _send_event_group(client: PyMISP, clients: _MispClients, reports: Sequence[_Report]) -> None:
+    """Add hits to their daily event, creating it on the day's first hit."""
+    skeleton = reports[0].event or {}
+    uuid = str(skeleton["uuid"])
+    attributes = []
+    for report in reports:
+        attribute = MISPAttribute()
+        attribute.from_dict(**report.body)
+        attributes.append(attribute)
+    created = False
+    if uuid not in clients.known_events and not _call(partial(client.event_exists, uuid)):
+        event = MISPEvent()
+        event.from_dict(**{**skeleton, "Attribute": [r.body for r in reports]})
+        # Another replica may have created it meanwhile: then append, as below.
+        answer = _call(partial(client.add_event, event), duplicate_ok=True)
+        created = not (isinstance(answer, Mapping) and "errors" in answer)
+    if not created:
+        try:
+            _call(partial(client.add_attribute, uuid, cast(Any, attributes)), duplicate_ok=True)
+        except _Failure as failure:
+            if failure.reason == "HTTP404":  # deleted in MISP since: create it again next round
+                clients.known_events.discard(uuid)
+                raise _Failure("EventGone", retry=True) from None
+            raise
+    if len(clients.known_events) > 10_000:
+        clients.known_events.clear()
+    clients.known_events.add(uuid)
+    if reports[0].publish:
+        _call(lambda: client.publish(uuid))
+
+
+class Reporter:
+    """Receives alerts, matches them to feeds and attributes, and reports to MISP and Kubernetes (see module doc).
+
+    ``update_feed``/``remove_feed`` are called from the sync handlers (kopf's threads); everything else runs on
+    the operator's event loop.
+    """
+
+    def __init__(
+        self,
+        config: ReporterConfig | None = None,
+        *,
+        metrics: ReportingMetrics | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+        post_notice: PostNotice | None = None,
+    ) -> None:
+        self.config = config or ReporterConfig()
+        self.metrics = metrics
+        self._clock = clock
+        self._wall = wall
+        self._post_notice = post_notice
+        self._registry = FeedRegistry()
+        self._registry_lock = threading.Lock()
+        self._dedupe = _Deduper(self.config.dedup_capacity)  # (feed, attribute uuid): sightings and notices
+        self._event_dedupe = _Deduper(self.config.dedup_capacity)  # (day's event, type, address)
+        self._queue: deque[_Report] = deque()
+        self._in_flight = 0
+        self._paused: dict[str, float] = {}
+        self._failures: dict[str, int] = {}
+        self._clients = _MispClients()
+        self._wake: asyncio.Event | None = None
+        self._notices: asyncio.Queue[tuple[Mapping[str, str], str]] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._misp_thread: ThreadPoolExecutor | None = None
+        self._kube_thread: ThreadPoolExecutor | None = None
+        self.dropped: Counter[str] = Counter()
+        """Reports and notices given up, by reason (also in the metrics)."""
+
+    # ------------------------------------------------------------------------------------------ feeds
+    @property
+    def registry(self) -> FeedRegistry:
+        """The feeds reporting now."""
+        return self._registry
+
+    def update_feed(self, namespace: str, name: str, feed: ReportingFeed | None) -> None:
+        """After a sync applied rules: the feed's new index and target, or None when its reporting is off."""
+        with self._registry_lock:
+            ref = f"{namespace}/{name}"
+            self._registry = self._registry.with_feed(feed) if feed is not None else self._registry.without(ref)
+        if feed is not None:
+            log.debug("feed %s reports alerts: %d attributes indexed", ref, feed.index.attributes)
+
+    def remove_feed(self, namespace: str, name: str) -> None:
+        """The feed is gone."""
+        self.update_feed(namespace, name, None)
+
+    # --------------------------------------------------------------------------------------- lifecycle
+    async def start(self, kube: KubeClient | None = None) -> None:
+        """Start the MISP and Kubernetes Event workers (on the running loop)."""
+        if kube is not None and self._post_notice is None:
+            self._post_notice = lambda involved, type_, reason, message: kube.create_event(
+                involved, type_, reason, message, datetime.now(UTC)
+            )
+        self._wake = asyncio.Event()
+        self._notices = asyncio.Queue(maxsize=self.config.max_notices)
+        self._misp_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="falco-misp-report")
+        self._kube_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="falco-misp-notice")
+        self._tasks = [
+            asyncio.create_task(self._run_misp(), name="falco-misp reporter"),
+            asyncio.create_task(self._run_notices(), name="falco-misp notices"),
+        ]
+
+    async def stop(self) -> None:
+        """Stop the workers; reports still queued are logged as lost (they are in memory only)."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        for executor in (self._misp_thread, self._kube_thread):
+            if executor is not None:
+                executor.shutdown(wait=False, cancel_futures=True)
+        self._misp_thread = self._kube_thread = None
+        self._wake = None
+        self._clients.close()
+        if self._queue:
+            log.warning("stopping with %d reports for MISP not sent", len(self._queue))
+
+    @property
+    def pending(self) -> int:
+        """Reports queued or in flight."""
+        return len(self._queue) + self._in_flight
+
+    # ----------------------------------------------------------------------------------------- intake
+    def receive(self, alerts: Sequence[Alert]) -> dict[str, int]:
+        """Match alerts and queue their reports; the alerts by outcome (never blocks: runs on the event loop)."""
+        registry = self._registry
+        outcomes: Counter[str] = Counter()
+        for alert in alerts:
+            match = match_alert(alert, registry)
+            outcomes[match.outcome.value] += 1
+            if self.metrics is not None:
+                self.metrics.alerts.labels(match.outcome.value).inc()
+            if match.outcome is not Outcome.MATCHED:
+                log.debug("alert %r from %s: %s", alert.rule[:80], alert.hostname or "?", match.outcome.value)
+                continue
+            for hit in match.hits:
+                self._report(hit)
+        return dict(outcomes)
+
+    def _report(self, hit: Hit) -> None:
+        feed = hit.feed
+        reporting = feed.feed.spec.reporting
+        now = self._clock()
+        window = reporting.sightings.dedup_window_seconds
+        fresh = [a for a in hit.attributes if self._dedupe.admit((feed.ref, a.uuid), now, window)]
+        log.info(
+            "alert matched: feed %s, node %s, %s %s, rule %r, MISP %s%s",
+            feed.ref, hit.alert.hostname or "?", hit.rule.direction.value, hit.remote, hit.alert.rule,
+            "; ".join(describe_attribute(a) for a in hit.attributes[:4]),
+            "" if fresh else " (already reported within the dedup window)",
+            extra={
+                "feed": feed.ref, "node": hit.alert.hostname, "remote": hit.remote, "rule": hit.alert.rule,
+                "attributes": [a.uuid for a in hit.attributes], "events": sorted({a.event.id for a in hit.attributes}),
+            },
+        )  # fmt: skip
+        if self.metrics is not None:
+            self.metrics.matched.labels(feed.ref).inc()
+        cluster = self.config.cluster
+        events = reporting.events
+        if events.enabled:  # once per address and day in the day's event, whatever the dedup window
+            attribute = event_attribute(hit, events.to_ids)
+            event_uuid = daily_event_uuid(feed.feed, cluster, alert_day(hit.alert))
+            key = ("event", event_uuid, attribute["type"], hit.remote)
+            if self._event_dedupe.admit(key, now, EVENT_DEDUP_SECONDS):
+                skeleton = daily_event(hit, cluster, [])
+                report = _Report(Kind.EVENT_ATTRIBUTE, feed.ref, feed.target, key, attribute, event=skeleton)
+                report.publish = events.published
+                self._enqueue(report)
+        if not fresh:
+            if self.metrics is not None:
+                self.metrics.deduplicated.labels(feed.ref).inc()
+            return
+        if reporting.sightings.enabled:
+            body = sighting_body(hit, cluster)
+            for attr in fresh:
+                report = _Report(Kind.SIGHTING, feed.ref, feed.target, (feed.ref, attr.uuid), dict(body), attr.uuid)
+                self._enqueue(report)
+        self._notify(feed, notice_message(hit, fresh))
+
+    def _enqueue(self, report: _Report) -> None:
+        if self.pending >= self.config.max_queue or self._wake is None:
+            reason = "queue_full" if self._wake is not None else "not_running"
+            self._drop(report, reason)
+            dedupe = self._dedupe if report.kind is Kind.SIGHTING else self._event_dedupe
+            dedupe.forget(report.dedupe_key)  # a later alert may try again
+            return
+        self._queue.append(report)
+        self._gauge()
+        self._wake.set()
+
+    def _drop(self, report: _Report, reason: str) -> None:
+        self.dropped[reason] += 1
+        count = self.dropped[reason]
+        if self.metrics is not None:
+            self.metrics.dropped.labels(report.feed, report.kind.value, reason).inc()
+        if count in (1, 10, 100) or count % 1000 == 0:
+            log.warning("%s for MISP dropped (%s); %d so far", report.kind.value, reason, count)
+
+    def _gauge(self) -> None:
+        if self.metrics is not None:
+            self.metrics.queued.set(self.pending)
+
+    def _notify(self, feed: ReportingFeed, message: str) -> None:
+        if self._notices is None or self._post_notice is None:
+            return
+        involved = {
+            "apiVersion": f"{API_GROUP}/{API_VERSION}",
+            "kind": KIND,
+            "namespace": feed.feed.namespace,
+            "name": feed.feed.name,
+            "uid": feed.uid,
+        }
+        try:
+            self._notices.put_nowait((involved, message))
+        except asyncio.QueueFull:
+            self.dropped["notice_queue_full"] += 1
+            if self.metrics is not None:
+                self.metrics.notices.labels("dropped").inc()
+
+    # ------------------------------------------------------------------------------------------ MISP
+    def _take(self, now: float) -> tuple[list[_Report], float | None]:
+        """The next batch (one server, not paused), and how long to wait when every server is paused."""
+        batch: list[_Report] = []
+        keep: deque[_Report] = deque()
+        server: str | None = None
+        wait: float | None = None
+        for report in self._queue:
+            key = report.target.key
+            paused = self._paused.get(key, 0.0)
+            if paused > now:
+                wait = paused - now if wait is None else min(wait, paused - now)
+                keep.append(report)
+            elif len(batch) < self.config.batch_size and (server is None or key == server):
+                server = key
+                batch.append(report)
+            else:
+                keep.append(report)
+        self._queue = keep
+        return batch, wait
+
+    async def _run_misp(self) -> None:
+        assert self._wake is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            batch, wait = self._take(self._clock())
+            if not batch:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=wait)
+                continue
+            self._in_flight = len(batch)
+            try:
+                results = await loop.run_in_executor(self._misp_thread, self._send_batch, batch)
+            except asyncio.CancelledError:
+                self._queue.extendleft(reversed(batch))
+                raise
+            except Exception:  # a bug: keep the reports, pause like a failure
+                log.exception("sending reports to MISP failed")
+                results = [(_Result.RETRY, "InternalError")] * len(batch)
+            finally:
+                self._in_flight = 0
+            self._settle(batch, results, self._clock())
+
+    def _send_batch(self, batch: Sequence[_Report]) -> list[tuple[_Result, str]]:
+        """On the reporter's thread: send in order, stop at the first failure that is worth a retry."""
+        results: list[tuple[_Result, str]] = [(_Result.NOT_TRIED, "")] * len(batch)
+        try:
+            client = self._clients.get(batch[0].target)
+        except _Failure as failure:
+            results[0] = (_Result.RETRY, failure.reason)
+            return results
+        groups: dict[str, list[int]] = {}
+        for i, report in enumerate(batch):
+            if report.kind is Kind.EVENT_ATTRIBUTE and report.event is not None:
+                groups.setdefault(str(report.event["uuid"]), []).append(i)
+        done: set[int] = set()
+        for i, report in enumerate(batch):
+            if i in done:
+                continue
+            members = groups.get(str(report.event["uuid"]), [i]) if report.event is not None else [i]
+            try:
+                if report.kind is Kind.SIGHTING:
+                    _call(partial(client.add_sighting, report.body, attribute=report.attribute_uuid))
+                else:
+                    _send_event_group(client, self._clients, [batch[m] for m in members])
+            except _Failure as failure:
+                if failure.retry:
+                    for m in members:
+                        results[m] = (_Result.RETRY, failure.reason)
+                    return results
+                for m in members:
+                    results[m] = (_Result.REJECTED, failure.reason)
+            else:
+                for m in members:
+                    results[m] = (_Result.SENT, "")
+            done.update(members)
+        return results
+
+    def _settle(self, batch: Sequence[_Report], results: Sequence[tuple[_Result, str]], now: float) -> None:
+        retry: list[_Report] = []
+        failed_reason = ""
+        for report, (result, reason) in zip(batch, results, strict=True):
+            if result is _Result.SENT:
+                if self.metrics is not None:
+                    self.metrics.sent.labels(report.feed, report.kind.value).inc()
+            elif result is _Result.REJECTED:
+                if self.metrics is not None:
+                    self.metrics.failed.labels(report.feed, report.kind.value, reason).inc()
+                self._drop(report, "rejected")
+                log.warning("MISP at %s refused a %s (%s): dropped", report.target.server.url, report.kind, reason)
+            else:
+                if result is _Result.RETRY:
+                    failed_reason = reason
+                    if self.metrics is not None:
+                        self.metrics.failed.labels(report.feed, report.kind.value, reason).inc()
+                retry.append(report)
+        key = batch[0].target.key
+        if failed_reason:
+            failures = self._failures[key] = self._failures.get(key, 0) + 1
+            delay = min(self.config.retry_max_seconds, self.config.retry_base_seconds * 2 ** (failures - 1))
+            self._paused[key] = now + delay
+            log.warning(
+                "MISP at %s failed (%s): %d reports kept, next attempt in %.1fs",
+                batch[0].target.server.url, failed_reason, len(retry) + len(self._queue), delay,
+            )  # fmt: skip
+            if failed_reason in ("Unauthorized", "HTTP403", "TLS"):
+                self._clients.drop(key)  # a rotated key or CA comes with the next sync: build a new client then
+        else:
+            self._failures.pop(key, None)
+            self._paused.pop(key, None)
+        self._queue.extendleft(reversed(retry))
+        self._gauge()
+
+    # ------------------------------------------------------------------------------------ Kubernetes
+    async def _run_notices(self) -> None:
+        assert self._notices is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            involved, message = await self._notices.get()
+            post = self._post_notice
+            if post is None:
+                continue
+            try:
+                await loop.run_in_executor(self._kube_thread, post, involved, "Warning", NOTICE_REASON, message)
+            except Exception as exc:  # the API server is down: the alert is logged and counted anyway
+                log.warning("posting an Event about %s/%s failed: %s", involved["namespace"], involved["name"], exc)
+                if self.metrics is not None:
+                    self.metrics.notices.labels("failed").inc()
+            else:
+                if self.metrics is not None:
+                    self.metrics.notices.labels("posted").inc()
