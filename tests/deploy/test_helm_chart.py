@@ -81,6 +81,14 @@ CASES: dict[str, dict[str, Any]] = {
         "operator": {"tickSeconds": 5},
     },
     "rbac-off": {"rbac": {"create": False}},
+    "alerts": {
+        "alerts": {
+            "enabled": True,
+            "port": 8443,
+            "tokenSecret": {"name": "falco-alerts", "key": "token"},
+            "clusterName": "prod-eu",
+        }
+    },
 }
 
 
@@ -97,6 +105,29 @@ def container(r: Rendered) -> dict[str, Any]:
 def run_args(r: Rendered) -> Any:
     """The container's arguments parsed by the real ``falco-misp`` parser (the image's entrypoint is ``run``)."""
     return build_parser().parse_args(["run", *container(r)["args"]])
+
+
+def test_alert_endpoint(rendered: dict[str, Rendered]) -> None:
+    r = rendered["alerts"]
+    args = run_args(r)
+    assert (args.alerts_port, str(args.alerts_token_file), args.cluster_name) == (
+        8443, "/var/run/secrets/falco-misp-alerts/token", "prod-eu"
+    )  # fmt: skip
+    c = container(r)
+    assert {"name": "alerts", "containerPort": 8443, "protocol": "TCP"} in c["ports"]
+    assert {"name": "alerts-token", "mountPath": "/var/run/secrets/falco-misp-alerts", "readOnly": True} in c[
+        "volumeMounts"
+    ]
+    volumes = r.one("Deployment")["spec"]["template"]["spec"]["volumes"]
+    assert {"name": "alerts-token", "secret": {"secretName": "falco-alerts", "defaultMode": 0o400}} in volumes
+    assert {"name": "alerts", "port": 8443, "targetPort": "alerts", "protocol": "TCP"} in r.one("Service")["spec"][
+        "ports"
+    ]
+    assert rendered["defaults"].one("Deployment") and run_args(rendered["defaults"]).alerts_port == 0
+    with pytest.raises(Exception, match=r"tokenSecret\.name is required"):
+        render({"alerts": {"enabled": True}})
+    with pytest.raises(Exception, match=r"alerts\.port must differ"):
+        render({"alerts": {"enabled": True, "port": 9090, "tokenSecret": {"name": "t", "key": "token"}}})
 
 
 # ---------------------------------------------------------------------------------------------- every branch
@@ -340,6 +371,8 @@ BAD_VALUES: list[tuple[dict[str, Any], str]] = [
     ({"operator": {"watchNamespaces": ["team-*"]}}, "/operator/watchNamespaces/0"),
     ({"operator": {"watchNamespaces": "security"}}, "/operator/watchNamespaces"),
     ({"operator": {"tickSeconds": 0}}, "/operator/tickSeconds"),
+    ({"alerts": {"port": 0}}, "/alerts/port"),
+    ({"alerts": {"tokenSecret": {"name": "Bad_Name"}}}, "/alerts/tokenSecret/name"),
     ({"operator": {"namespaces": ["a"]}}, "namespaces"),
     ({"image": {"digest": "latest"}}, "/image/digest"),
     ({"image": {"pullPolicy": "Sometimes"}}, "/image/pullPolicy"),
