@@ -217,11 +217,7 @@ def read_location(loc: Location, ctx: FetchContext, url: str | None = None) -> b
             raise SourceError(reason, f"{target}: {what}") from None
         if resp.status_code != 200:
             raise SourceError(f"HTTP{resp.status_code}", f"{target} answered HTTP {resp.status_code}")
-        try:
-            return resp.content
-        except requests.RequestException as exc:
-            reason, what = _reason(exc)
-            raise SourceError(reason, f"{target}: {what}") from None
+        return resp.content  # read in full by get(): a cut-off body already raised above
     path = _local_path(target, ctx.base_dir)
     try:
         return path.read_bytes()
