@@ -11,28 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, TypedDict
-
-
-class RawTag(TypedDict, total=False):
-    """A MISP tag as found in JSON."""
-
-    name: str
-
-
-class RawAttribute(TypedDict, total=False):
-    """A MISP attribute as found in restSearch answers, events and static feeds."""
-
-    uuid: str
-    type: str
-    value: str
-    category: str
-    to_ids: bool | str | int
-    timestamp: str | int
-    deleted: bool
-    event_id: str
-    Tag: list[RawTag]
-    Event: dict[str, Any]
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)

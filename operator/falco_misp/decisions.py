@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from falco_misp.spec import API_GROUP, Rollout
+from falco_misp.spec import API_GROUP
 
 # An annotation key's name part is at most 63 characters (a qualified name).
 _ANNOTATION_NAME_MAX = 63
@@ -163,8 +163,6 @@ class RolloutAction(StrEnum):
     """A roll is due but the last one is too recent; a later sync or timer tick does it."""
     UP_TO_DATE = "UpToDate"
     """The DaemonSet already carries the hash."""
-    DISABLED = "Disabled"
-    """``rollout`` is HotReload or None: never touch the DaemonSet."""
 
 
 @dataclass(frozen=True)
@@ -178,7 +176,6 @@ class RolloutDecision:
 
 
 def decide_rollout(
-    mode: Rollout,
     *,
     desired_hash: str,
     current_hashes: Sequence[str | None],
@@ -186,13 +183,11 @@ def decide_rollout(
     now: datetime,
     min_interval_seconds: int,
 ) -> RolloutDecision:
-    """Roll when, and only when, a DaemonSet's annotation differs from the applied rules hash.
+    """Roll (``rollout: Restart``) when, and only when, a DaemonSet's annotation differs from the applied rules hash.
 
     ``current_hashes`` holds the annotation value of each Falco DaemonSet found (None: not set). A roll due
     less than ``min_interval_seconds`` after the previous one is deferred, not dropped.
     """
-    if mode is not Rollout.RESTART:
-        return RolloutDecision(RolloutAction.DISABLED)
     if all(h == desired_hash for h in current_hashes):
         return RolloutDecision(RolloutAction.UP_TO_DATE)
     if last_rollout is not None:

@@ -37,7 +37,7 @@ from falco_misp.errors import SpecError
 from falco_misp.intake import AlertIntake, IntakeError
 from falco_misp.kube import KubeClient, KubeError
 from falco_misp.live import LiveFollower, LiveSync, LiveTarget, LiveTuning
-from falco_misp.metrics import LiveMetrics, Metrics
+from falco_misp.metrics import LiveMetrics, Metrics, ReportingMetrics
 from falco_misp.sightings import Reporter
 from falco_misp.spec import API_GROUP, API_VERSION
 from falco_misp.status import Condition, build_conditions, condition, status_patch
@@ -109,6 +109,12 @@ def _generation(body: kopf.Body) -> int:
     return int(body.get("metadata", {}).get("generation") or 0)
 
 
+def _ref(body: kopf.Body) -> str:
+    """``namespace/name``: the feed label of the metrics."""
+    meta = body.get("metadata", {})
+    return f"{meta.get('namespace', '')}/{meta.get('name', '')}"
+
+
 def _body_status(body: kopf.Body) -> dict[str, Any]:
     raw = body.get("status")
     return dict(raw) if isinstance(raw, Mapping) else {}
@@ -138,8 +144,11 @@ def _report(
 ) -> None:
     """Write the status, post the Events, record metrics, and raise what kopf needs to retry (or not)."""
     if metrics is not None:
-        feed = f"{body.get('metadata', {}).get('namespace')}/{body.get('metadata', {}).get('name')}"
-        metrics.observe_sync(feed, outcome.status, tuple(n.reason for n in outcome.notices), seconds)
+        reasons = tuple(n.reason for n in outcome.notices)
+        if outcome.synced:
+            metrics.observe_sync(_ref(body), outcome.status, reasons, seconds, applied=outcome.applied)
+        else:
+            metrics.observe_rollout(_ref(body), reasons)
     for key, value in status_patch(before, outcome.status).items():
         patch.status[key] = value
     for notice in outcome.notices:
@@ -252,6 +261,9 @@ def on_delete(body: kopf.Body, memo: kopf.Memo, *, retry: int, tuning: Tuning) -
     """Remove what the feed created; never block the deletion for long."""
     state = feed_state(memo)
     _forget_reporting(memo, body)
+    for metrics in (memo.get("metrics"), memo.get("live_metrics"), getattr(_reporter(memo), "metrics", None)):
+        if isinstance(metrics, Metrics | LiveMetrics | ReportingMetrics):
+            metrics.forget(_ref(body))
     with state.lock:
         outcome = cleanup_feed(memo["kube"], _feed_object(body, state))
     for notice in outcome.notices:
@@ -301,7 +313,7 @@ def _reporter(memo: kopf.Memo) -> Reporter | None:
 def _update_reporting(memo: kopf.Memo, body: kopf.Body, outcome: SyncOutcome) -> None:
     """A sync that applied rules tells alert matching what the feed's rules came from (or that it reports no more)."""
     reporter = _reporter(memo)
-    if reporter is None or not outcome.reporting_applied:
+    if reporter is None or not outcome.applied:
         return
     meta = body.get("metadata", {})
     feed = outcome.reporting

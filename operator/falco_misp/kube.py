@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -31,10 +33,12 @@ REQUEST_TIMEOUT = (10.0, 60.0)
 class KubeError(Exception):
     """A Kubernetes call failed. ``reason``: ``SecretNotFound``, ``ConfigMapConflict``, ``KubernetesAPI``..."""
 
-    def __init__(self, reason: str, message: str) -> None:
+    def __init__(self, reason: str, message: str, *, subject: tuple[str, str] | None = None) -> None:
         super().__init__(f"{reason}: {message}")
         self.reason = reason
         self.message = message
+        self.subject = subject
+        """``(namespace, name)`` of the object in the way (``ConfigMapConflict``)."""
 
 
 @dataclass(frozen=True)
@@ -123,11 +127,33 @@ class KubeClient:
             if exc.status == 409:
                 raise KubeError(
                     "ConfigMapConflict",
-                    f"{what} exists and is not managed by this feed; rename it or set spec.falco.configMapPrefix",
+                    f"{what} exists and is not managed by this feed; rename it or set spec.falco.configMapPrefix "
+                    "(the feed waits for either to change)",
+                    subject=(meta["namespace"], meta["name"]),
                 ) from None
             if exc.status == 404:
                 raise KubeError("NamespaceNotFound", f"namespace {meta['namespace']} not found") from None
             raise _api_error(exc, f"creating {what}") from None
+
+    def configmap_fingerprint(self, namespace: str, name: str) -> str | None:
+        """A digest of one ConfigMap's identity and labels (None: it does not exist), to notice it changed.
+
+        Read with ``list`` (the verb the operator has on ConfigMaps), narrowed to the one name.
+        """
+        try:
+            found = self.core.list_namespaced_config_map(
+                namespace, field_selector=f"metadata.name={name}", _request_timeout=REQUEST_TIMEOUT
+            )
+        except client.ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise _api_error(exc, f"listing ConfigMaps in {namespace}") from None
+        for item in found.items or ():
+            meta = self._plain(item).get("metadata", {})
+            if meta.get("name") == name:
+                identity = [meta.get("uid"), meta.get("resourceVersion"), sorted((meta.get("labels") or {}).items())]
+                return hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:16]
+        return None
 
     def patch_configmap(self, namespace: str, name: str, patch: Mapping[str, Any]) -> None:
         """Merge-patch one ConfigMap."""

@@ -29,11 +29,6 @@ def feed_labels(feed: Feed) -> dict[str, str]:
     return owner_labels(feed.name, feed.namespace)
 
 
-def feed_selector(feed: Feed) -> str:
-    """Label selector matching exactly the objects of one feed."""
-    return ",".join(f"{k}={v}" for k, v in feed_labels(feed).items())
-
-
 def build_configmap(feed: Feed, bundle: RulesBundle, shard: Shard) -> dict[str, Any]:
     """The ConfigMap holding one shard, keyed by its file name (unique across feeds in a projected volume)."""
     return {

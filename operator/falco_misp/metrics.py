@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.metrics import MetricWrapperBase
 
 from falco_misp.status import DEGRADED, condition, parse_time
 
@@ -47,13 +48,15 @@ class Metrics:
         """Serve ``/metrics`` from a background thread."""
         start_http_server(port, addr=address, registry=self.registry)
 
-    def observe_sync(self, feed: str, status: Mapping[str, Any], notices: tuple[str, ...], seconds: float) -> None:
-        """Record one sync from its outcome: the new status, the Event reasons it posted, and its duration."""
+    def observe_sync(
+        self, feed: str, status: Mapping[str, Any], notices: tuple[str, ...], seconds: float, *, applied: bool
+    ) -> None:
+        """Record one sync (a fetch): the new status, the Event reasons it posted, its duration, and whether it
+        applied rules (``applied``: True even when a later step such as the rollout had a problem)."""
         self.sync_seconds.labels(feed).observe(seconds)
-        if any(reason in ROLLOUT_REASONS for reason in notices):
-            self.rollouts.labels(feed).inc()
-        degraded = condition(status, DEGRADED)
-        if degraded is not None and degraded.get("status") == "True":
+        self.observe_rollout(feed, notices)
+        if not applied:
+            degraded = condition(status, DEGRADED) or {}
             self.failures.labels(feed, str(degraded.get("reason") or "Unknown")).inc()
             return
         indicators = status.get("indicators") or {}
@@ -68,6 +71,23 @@ class Metrics:
         last = parse_time(str(status.get("lastSuccess") or ""))
         if last is not None:
             self.last_success.labels(feed).set(last.timestamp())
+
+    def observe_rollout(self, feed: str, notices: tuple[str, ...]) -> None:
+        """Record the rollouts a sync or a rollout-only timer step triggered (neither a sync nor a failure)."""
+        if any(reason in ROLLOUT_REASONS for reason in notices):
+            self.rollouts.labels(feed).inc()
+
+    def forget(self, feed: str) -> None:
+        """Remove every series of a deleted feed."""
+        forget_feed(feed, self.indicators, self.rejected, self.sync_seconds, self.last_success, self.failures,
+                    self.rollouts)  # fmt: skip
+        self._rejected_reasons.pop(feed, None)
+
+
+def forget_feed(feed: str, *metrics: MetricWrapperBase) -> None:
+    """Remove the series of one feed (label ``feed``) from each metric."""
+    for metric in metrics:
+        metric.remove_by_labels({"feed": feed})
 
 
 # ------------------------------------------------------------------------- alerts -> MISP sightings (issue 5)
@@ -111,6 +131,10 @@ class ReportingMetrics:
             ["result"], registry=r,
         )  # fmt: skip
 
+    def forget(self, feed: str) -> None:
+        """Remove every series of a deleted feed."""
+        forget_feed(feed, self.matched, self.deduplicated, self.sent, self.failed, self.dropped)
+
 
 # ------------------------------------------------------------------------------ live updates over ZeroMQ (issue 7)
 class LiveMetrics:
@@ -149,6 +173,11 @@ class LiveMetrics:
             registry=r,
         )  # fmt: skip
         self._up_feeds: set[str] = set()
+
+    def forget(self, feed: str) -> None:
+        """Remove every series of a deleted feed."""
+        forget_feed(feed, self.messages, self.invalid, self.relevant, self.syncs, self.latency, self.up)
+        self._up_feeds.discard(feed)
 
     def heard(self, feed: str, up: bool | None) -> None:
         """Set the feed's ``falco_misp_live_up``; None removes it (the feed's subscriber stopped)."""

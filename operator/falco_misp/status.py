@@ -2,8 +2,10 @@
 
 The status is the operator's honest account of one feed (see the CRD for every field):
 
-- ``conditions``: ``Ready`` (rules of the current spec are in Falco's ConfigMaps) and ``Degraded`` (the latest
-  attempt had a problem: source down, drop held back, DaemonSet missing...), each with a reason and a message;
+- ``conditions``: ``Ready`` (rules of the current spec generation are in Falco's ConfigMaps), ``Degraded`` (the
+  latest attempt had a problem: source down, drop held back, DaemonSet missing...) and ``Serving`` (whose rules
+  Falco has: the current generation's, a previous one's after a failed sync of a changed spec, or none), each with
+  a reason and a message;
   ``lastTransitionTime`` changes only when the condition's status does; with live updates, ``LiveUpdates``
   (written by the ZeroMQ subscriber, kept as it is by syncs);
 - what is applied: ``indicators`` (counts by kind, rejected by reason), ``rulesHash``, ``configMaps``,
@@ -23,6 +25,12 @@ from typing import Any
 
 READY = "Ready"
 DEGRADED = "Degraded"
+SERVING = "Serving"
+"""Which spec generation's rules are in Falco's ConfigMaps (reason ``CurrentGeneration``/``PreviousGeneration``)."""
+REPORTING = "Reporting"
+"""Whether alerts of a feed with ``spec.reporting`` on can reach MISP (absent when reporting is off)."""
+CURRENT_GENERATION = "CurrentGeneration"
+PREVIOUS_GENERATION = "PreviousGeneration"
 
 
 def format_time(moment: datetime) -> str:
@@ -98,12 +106,6 @@ def condition(status: Mapping[str, Any], type_: str) -> Mapping[str, Any] | None
         if isinstance(cond, Mapping) and cond.get("type") == type_:
             return cond
     return None
-
-
-def is_ready(status: Mapping[str, Any]) -> bool:
-    """Whether the status says Ready=True."""
-    cond = condition(status, READY)
-    return cond is not None and cond.get("status") == "True"
 
 
 @dataclass(frozen=True)

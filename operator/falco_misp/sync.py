@@ -14,6 +14,7 @@ patched only when the combined rules hash differs from its annotation.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import os
@@ -47,8 +48,12 @@ from falco_misp.pipeline import RenderResult, render_feed
 from falco_misp.sources import FetchContext
 from falco_misp.spec import API_GROUP, API_VERSION, KIND, Feed, Rollout, parse_feed
 from falco_misp.status import (
+    CURRENT_GENERATION,
     DEGRADED,
+    PREVIOUS_GENERATION,
     READY,
+    REPORTING,
+    SERVING,
     AppliedRules,
     Condition,
     RolloutState,
@@ -66,6 +71,8 @@ from falco_misp.summary import cidr_warning
 log = logging.getLogger(__name__)
 
 SYNCED = "Synced"
+CONFLICT = "conflict"
+"""Status key: the ConfigMap in the way (``{configMap: namespace/name, fingerprint}``) while a conflict lasts."""
 
 
 @dataclass(frozen=True)
@@ -92,7 +99,10 @@ class Failure(StrEnum):
     TEMPORARY = "Temporary"
     """The source or the API failed: retry with backoff."""
     PERMANENT = "Permanent"
-    """The spec (or its bounds) must change: no retry until it does (the refresh timer still tries)."""
+    """The spec must change: no retry until it does (the refresh timer still tries)."""
+    WAIT = "Wait"
+    """Someone else's object is in the way (``ConfigMapConflict``): no retry until the spec or that object changes
+    (the timer checks the object, cheaply, each tick)."""
 
 
 @dataclass(frozen=True)
@@ -124,9 +134,12 @@ class SyncOutcome:
     writes: int = 0
     """Writes made to ConfigMaps and DaemonSets."""
     reporting: ReportingFeed | None = None
-    """Alert matching for this feed (its provenance index and MISP target) when ``reporting_applied``."""
-    reporting_applied: bool = False
-    """Rules were applied: ``reporting`` now replaces what alert matching knew of the feed (None: reporting off)."""
+    """Alert matching for this feed (its provenance index and MISP target) when ``applied``."""
+    applied: bool = False
+    """Rules were applied (a sync, not a rollout, that got past the source and the drop check): ``reporting`` now
+    replaces what alert matching knew of the feed (None: reporting off)."""
+    synced: bool = True
+    """A sync (a fetch), not only a rollout of rules already applied (a timer step): what metrics count as syncs."""
 
 
 @dataclass(frozen=True)
@@ -201,6 +214,21 @@ def _ca_file(pem: str | None) -> Iterator[str | None]:
             os.unlink(path)
 
 
+def _serving(status: Mapping[str, Any], generation: int) -> Condition:
+    """Which spec generation's rules Falco's ConfigMaps hold (Ready speaks only of the current generation)."""
+    applied = status.get("appliedGeneration")
+    if not status.get("rulesHash"):
+        return Condition(SERVING, False, "NoRules", "no rules applied yet")
+    if applied == generation:
+        return Condition(SERVING, True, CURRENT_GENERATION, f"the rules of spec generation {generation} are applied")
+    return Condition(
+        SERVING,
+        True,
+        PREVIOUS_GENERATION,
+        f"the rules of spec generation {applied} still serve until generation {generation} syncs",
+    )
+
+
 def _finish(
     obj: FeedObject,
     now: datetime,
@@ -209,13 +237,16 @@ def _finish(
     degraded: Condition,
     message: str,
     updates: Mapping[str, Any] | None = None,
+    extra: tuple[Condition, ...] = (),
 ) -> dict[str, Any]:
     status = dict(obj.status)
+    status.pop(CONFLICT, None)  # set again below when the conflict persists
     status.update(updates or {})
     status["observedGeneration"] = obj.generation
     status["lastAttempt"] = format_time(now)
     status["message"] = message
-    status["conditions"] = build_conditions(obj.status.get("conditions"), [ready, degraded], now, obj.generation)
+    current = [ready, degraded, _serving(status, obj.generation), *extra]
+    status["conditions"] = build_conditions(obj.status.get("conditions"), current, now, obj.generation)
     return status
 
 
@@ -226,18 +257,31 @@ def _kept(obj: FeedObject) -> str:
 
 
 def _failed(
-    obj: FeedObject, now: datetime, reason: str, detail: str, *, failure: Failure, fingerprint: str | None = None
+    obj: FeedObject,
+    now: datetime,
+    reason: str,
+    detail: str,
+    *,
+    failure: Failure,
+    fingerprint: str | None = None,
+    updates: Mapping[str, Any] | None = None,
 ) -> SyncOutcome:
-    """Nothing written: the applied ConfigMaps stay; Degraded says why."""
+    """Nothing written: the applied ConfigMaps stay; Degraded says why, Ready whether they are this spec's."""
     has_rules = bool(obj.status.get("rulesHash"))
+    current_spec = obj.status.get("appliedGeneration") == obj.generation
     if reason == "InvalidSpec":
         ready = Condition(READY, False, reason, detail)
-    elif has_rules:
+    elif has_rules and current_spec:
         ready = Condition(READY, True, "LastGoodRules", f"{_kept(obj)} (latest attempt failed: {reason})")
+    elif has_rules:  # a changed spec never synced: the rules in Falco are an older spec's (condition Serving)
+        gen = obj.status.get("appliedGeneration")
+        ready = Condition(READY, False, reason, f"spec generation {obj.generation} not applied yet (generation "
+                          f"{gen}'s rules still serve): {detail}")  # fmt: skip
     else:
         ready = Condition(READY, False, reason, f"no rules applied yet: {detail}")
     message = f"{detail}; {_kept(obj)}" if has_rules else detail
-    status = _finish(obj, now, ready=ready, degraded=Condition(DEGRADED, True, reason, message), message=message)
+    degraded = Condition(DEGRADED, True, reason, message)
+    status = _finish(obj, now, ready=ready, degraded=degraded, message=message, updates=updates)
     return SyncOutcome(
         status=status,
         failure=failure,
@@ -311,7 +355,6 @@ def _roll_out(kube: KubeClient, feed: Feed, desired_hash: str, previous: Rollout
         return _Rollout(state, ("DaemonSetNotFound", problem))
     names = tuple(d.name for d in found)
     decision = decide_rollout(
-        falco.rollout,
         desired_hash=desired_hash,
         current_hashes=[d.annotations.get(key) for d in found],
         last_rollout=previous.last_time,
@@ -353,12 +396,37 @@ def sync_feed(kube: KubeClient, obj: FeedObject, now: datetime, *, provenance: b
     """Fetch, render and apply one feed; the outcome holds the new status whatever happened.
 
     ``provenance``: alerts are being matched (``falco-misp run --alerts-port``): for a feed with
-    ``spec.reporting`` on, index where each fetched value came from (``outcome.reporting``).
+    ``spec.reporting`` on, index where each fetched value came from (``outcome.reporting``). The ``Reporting``
+    condition says whether a feed that asks for reporting gets it.
     """
     try:
         feed = parse_feed_object(obj)
     except SpecError as exc:
         return _failed(obj, now, "InvalidSpec", str(exc), failure=Failure.PERMANENT)
+    outcome = _sync_parsed(kube, obj, feed, now, provenance=provenance)
+    reporting = reporting_condition(feed, endpoint=provenance)
+    status = dict(outcome.status)
+    status["conditions"] = build_conditions(
+        status.get("conditions"), [reporting] if reporting else [], now, obj.generation,
+        remove=() if reporting else (REPORTING,),
+    )  # fmt: skip
+    return dataclasses.replace(outcome, status=status)
+
+
+def reporting_condition(feed: Feed, *, endpoint: bool) -> Condition | None:
+    """Whether the alerts of a feed with ``spec.reporting`` on can reach MISP (None: reporting off)."""
+    if not feed.spec.reporting.enabled:
+        return None
+    if not endpoint:
+        return Condition(
+            REPORTING, False, "AlertEndpointOff",
+            "spec.reporting is on but the operator runs without --alerts-port (Helm chart: alerts.enabled=true): "
+            "no Falco alert of this feed reaches MISP",
+        )  # fmt: skip
+    return Condition(REPORTING, True, "AlertEndpointOn", "Falco alerts posted to the operator are reported to MISP")
+
+
+def _sync_parsed(kube: KubeClient, obj: FeedObject, feed: Feed, now: datetime, *, provenance: bool) -> SyncOutcome:
     try:
         secrets = resolve_secrets(kube, feed)
     except KubeError as exc:
@@ -373,8 +441,8 @@ def sync_feed(kube: KubeClient, obj: FeedObject, now: datetime, *, provenance: b
         return _failed(
             obj, now, "SourceFailed", f"{exc.reason}: {exc.message}", failure=Failure.TEMPORARY, fingerprint=fingerprint
         )
-    except RenderError as exc:
-        return _failed(obj, now, "RenderFailed", str(exc), failure=Failure.PERMANENT, fingerprint=fingerprint)
+    except RenderError as exc:  # the data outgrew a bound: a later fetch may fit again, retry with backoff
+        return _failed(obj, now, "RenderFailed", str(exc), failure=Failure.TEMPORARY, fingerprint=fingerprint)
     except Exception as exc:  # a bug or an unmapped client error: keep the rules, report the type only
         log.exception("feed %s/%s: render failed", obj.namespace, obj.name)
         detail = f"unexpected {type(exc).__name__} while fetching"
@@ -393,6 +461,8 @@ def sync_feed(kube: KubeClient, obj: FeedObject, now: datetime, *, provenance: b
             previous = RolloutState(mode=previous.mode)  # another Falco: it never had these rules, roll now
         rolled = _roll_out(kube, feed, result.bundle.sha256, previous, now)
     except KubeError as exc:
+        if exc.reason == "ConfigMapConflict" and exc.subject is not None:
+            return _conflict(kube, obj, now, exc, fingerprint=fingerprint)
         return _failed(obj, now, exc.reason, exc.message, failure=Failure.TEMPORARY, fingerprint=fingerprint)
 
     bundle = result.bundle
@@ -438,8 +508,38 @@ def sync_feed(kube: KubeClient, obj: FeedObject, now: datetime, *, provenance: b
         secret_fingerprint=fingerprint,
         writes=plan.writes + rolled.writes,
         reporting=_reporting_feed(feed, secrets, index),
-        reporting_applied=True,
+        applied=True,
     )
+
+
+def _conflict(
+    kube: KubeClient, obj: FeedObject, now: datetime, exc: KubeError, *, fingerprint: str | None
+) -> SyncOutcome:
+    """A foreign ConfigMap holds one of our names: the user's to resolve; wait for it (or the spec) to change."""
+    assert exc.subject is not None
+    namespace, name = exc.subject
+    try:
+        seen = kube.configmap_fingerprint(namespace, name)
+    except KubeError:
+        seen = None  # unknown: the next tick looks again and syncs
+    record = {"configMap": f"{namespace}/{name}", "fingerprint": seen or ""}
+    return _failed(
+        obj, now, exc.reason, exc.message, failure=Failure.WAIT, fingerprint=fingerprint, updates={CONFLICT: record}
+    )
+
+
+def conflict_resolved(kube: KubeClient, status: Mapping[str, Any]) -> bool:
+    """Whether the ConfigMap a conflict waits for changed or went away (True when there is no conflict)."""
+    record = status.get(CONFLICT)
+    if not isinstance(record, Mapping):
+        return True
+    namespace, _, name = str(record.get("configMap", "")).partition("/")
+    if not record.get("fingerprint") or not name:
+        return True
+    try:
+        return bool(kube.configmap_fingerprint(namespace, name) != record["fingerprint"])
+    except KubeError:
+        return False  # cannot tell: keep waiting, ask again next tick
 
 
 # ------------------------------------------------------------------------- alert provenance (issue 5)
@@ -478,7 +578,9 @@ def rollout_feed(kube: KubeClient, obj: FeedObject, now: datetime) -> SyncOutcom
     try:
         rolled = _roll_out(kube, feed, rules_hash, rollout_state(obj.status), now)
     except KubeError as exc:
-        return SyncOutcome(status=obj.status, failure=Failure.TEMPORARY, message=f"{exc.reason}: {exc.message}")
+        return SyncOutcome(
+            status=obj.status, failure=Failure.TEMPORARY, message=f"{exc.reason}: {exc.message}", synced=False
+        )
     status = dict(obj.status)
     status["rollout"] = rollout_fields(rolled.state)
     degraded = condition(obj.status, DEGRADED)
@@ -500,7 +602,7 @@ def rollout_feed(kube: KubeClient, obj: FeedObject, now: datetime) -> SyncOutcom
     notices = rolled.notices
     if rolled.problem is not None and reason != "DaemonSetNotFound":
         notices += (Notice("Warning", *rolled.problem),)
-    return SyncOutcome(status=status, notices=notices, writes=rolled.writes)
+    return SyncOutcome(status=status, notices=notices, writes=rolled.writes, synced=False)
 
 
 def tick_action(
@@ -511,6 +613,8 @@ def tick_action(
         feed = parse_feed_object(obj)
     except SpecError:
         return TickAction.SKIP, last_fingerprint
+    if obj.status.get("observedGeneration") == obj.generation and not conflict_resolved(kube, obj.status):
+        return TickAction.SKIP, last_fingerprint  # a foreign ConfigMap is in the way: nothing changed, nothing to do
     try:
         fingerprint = resolve_secrets(kube, feed).fingerprint
     except KubeError as exc:

@@ -19,7 +19,6 @@ from falco_misp.decisions import (
     rollout_annotation_key,
     selector_matches,
 )
-from falco_misp.spec import Rollout
 from falco_misp.status import (
     AppliedRules,
     Condition,
@@ -104,20 +103,17 @@ def test_configmap_plan_rewrites_on_changed_annotation_and_binary_data() -> None
 
 
 @pytest.mark.parametrize(
-    ("mode", "current", "last", "now", "action", "not_before"),
+    ("current", "last", "now", "action", "not_before"),
     [
-        (Rollout.HOT_RELOAD, ["old"], None, T0, RolloutAction.DISABLED, None),
-        (Rollout.NONE, [None], None, T0, RolloutAction.DISABLED, None),
-        (Rollout.RESTART, ["new"], T0, T0, RolloutAction.UP_TO_DATE, None),
-        (Rollout.RESTART, ["new", "new"], None, T0, RolloutAction.UP_TO_DATE, None),
-        (Rollout.RESTART, [None], None, T0, RolloutAction.PATCH, None),  # first rollout ever
-        (Rollout.RESTART, ["old"], T0, T0 + timedelta(minutes=5), RolloutAction.PATCH, None),
-        (Rollout.RESTART, ["old"], T0, T0 + timedelta(minutes=4), RolloutAction.DEFER, T0 + timedelta(minutes=5)),
-        (Rollout.RESTART, ["new", "old"], T0, T0 + timedelta(hours=1), RolloutAction.PATCH, None),
+        (["new"], T0, T0, RolloutAction.UP_TO_DATE, None),
+        (["new", "new"], None, T0, RolloutAction.UP_TO_DATE, None),
+        ([None], None, T0, RolloutAction.PATCH, None),  # first rollout ever
+        (["old"], T0, T0 + timedelta(minutes=5), RolloutAction.PATCH, None),
+        (["old"], T0, T0 + timedelta(minutes=4), RolloutAction.DEFER, T0 + timedelta(minutes=5)),
+        (["new", "old"], T0, T0 + timedelta(hours=1), RolloutAction.PATCH, None),
     ],
 )
 def test_rollout_decision(
-    mode: Rollout,
     current: list[str | None],
     last: datetime | None,
     now: datetime,
@@ -125,7 +121,7 @@ def test_rollout_decision(
     not_before: datetime | None,
 ) -> None:
     decision = decide_rollout(
-        mode, desired_hash="new", current_hashes=current, last_rollout=last, now=now, min_interval_seconds=300
+        desired_hash="new", current_hashes=current, last_rollout=last, now=now, min_interval_seconds=300
     )
     assert (decision.action, decision.not_before) == (action, not_before)
 
