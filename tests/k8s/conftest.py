@@ -20,6 +20,7 @@ import pytest
 from kubetest import EXPECTED_CALLS, FEEDS, TEST_CLIENT, FakeClock
 
 from emulators.misp import MispEmulator
+from k8s.crdcheck import load_crd, pruned_fields, schema_of
 
 # (verb, resource, namespace-or-"*") of every call the operator made in any test of this session.
 OPERATOR_CALLS: set[tuple[str, str, str]] = set()
@@ -67,6 +68,11 @@ def api_calls(kmock: kmock.KubernetesEmulator) -> Iterator[set[tuple[str, str, s
         verb = _VERBS.get(request.action.name if request.action is not None else "", str(request.method).lower())
         calls.add((verb, _resource_name(request.resource, request.subresource), request.namespace or "*"))
     OPERATOR_CALLS.update(calls)
+    status_schema = schema_of(load_crd())["properties"]["status"]
+    for request in list(kmock):
+        if request.resource is not None and request.resource.plural == "mispfeeds" and request.subresource == "status":
+            pruned = pruned_fields((request.data or {}).get("status") or {}, status_schema, ".status")
+            assert not pruned, f"the operator wrote status fields a real API server prunes: {pruned}"
     unexpected = {(verb, resource) for verb, resource, _ in calls} - EXPECTED_CALLS
     assert not unexpected, f"the operator made calls its RBAC would not allow: {sorted(unexpected)}"
     target = os.environ.get("FALCO_MISP_RBAC_CALLS")

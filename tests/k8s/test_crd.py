@@ -1,9 +1,11 @@
-"""The MispFeed CRD: a valid structural schema that accepts exactly what spec.py accepts, with the same defaults.
+"""The MispFeed CRD: a CRD a real kube-apiserver accepts, whose structural schema accepts exactly what spec.py
+accepts, with the same defaults.
 
-No JSON-schema library is installed, so a small validator for the OpenAPI subset the CRD uses (types, required,
-enum, pattern, bounds, nullable, int-or-string, unknown fields) checks the examples; each example also goes
-through spec.parse_feed. The field list comes from spec.py itself: every key its parser reads while parsing a
-spec that sets every field is recorded and compared with the schema's properties.
+What the server checks is checked in one place, k8s/crdcheck.py (the apiextensions restrictions, the schema, the
+CEL rules); here the real CRD goes through it, and copies of it with known defects show that it reports them. The
+examples and the maximal specs go through the checker's admission (defaults, schema, CEL rules) and through
+spec.parse_feed. The field list comes from spec.py itself: every key its parser reads while parsing a spec that sets
+every field is recorded and compared with the schema's properties. The CEL rules themselves: test_crd_cel.py.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ from __future__ import annotations
 import copy
 import re
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,82 +21,33 @@ import yaml
 from falco_misp import spec as spec_module
 from falco_misp.handlers import FEEDS
 from falco_misp.spec import API_GROUP, API_VERSION, KIND, parse_feed, parse_spec
+from k8s.crdcheck import (
+    METADATA_FORBIDDEN,
+    REPO,
+    admission_errors,
+    apply_defaults,
+    convention_problems,
+    crd_problems,
+    example_feeds,
+    load_crd,
+    nodes,
+    pruned_fields,
+    schema_of,
+    validate,
+)
 
-REPO = Path(__file__).resolve().parents[2]
-CRD_PATH = REPO / "deploy" / "crds" / "mispfeeds.falco-misp.io.yaml"
+BASE = "spec.validation.openAPIV3Schema"  # where the server reports the schema of a one-version CRD
 
 
 @pytest.fixture(scope="module")
 def crd() -> dict[str, Any]:
-    docs = list(yaml.safe_load_all(CRD_PATH.read_text(encoding="utf-8")))
-    assert len(docs) == 1
-    return docs[0]
+    return load_crd()
 
 
 @pytest.fixture(scope="module")
 def schema(crd: dict[str, Any]) -> dict[str, Any]:
-    (version,) = crd["spec"]["versions"]
-    return version["schema"]["openAPIV3Schema"]
-
-
-# ----------------------------------------------------------------------------------------- a small validator
-def validate(value: Any, schema: dict[str, Any], path: str = "") -> list[str]:
-    """Errors of ``value`` against an OpenAPI v3 (structural) schema node; CEL rules are not evaluated."""
-    if value is None:
-        return [] if schema.get("nullable") else [f"{path}: must not be null"]
-    if schema.get("x-kubernetes-int-or-string"):
-        ok = isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
-        return [] if ok else [f"{path}: expected an integer or a string"]
-    kind = schema.get("type")
-    checks = {
-        "object": lambda v: isinstance(v, dict),
-        "array": lambda v: isinstance(v, list),
-        "string": lambda v: isinstance(v, str),
-        "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
-        "number": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
-        "boolean": lambda v: isinstance(v, bool),
-    }
-    if not checks[kind](value):
-        return [f"{path}: expected {kind}, got {type(value).__name__}"]
-    errors: list[str] = []
-    if "enum" in schema and value not in schema["enum"]:
-        errors.append(f"{path}: {value!r} not in {schema['enum']}")
-    if kind == "string":
-        if "pattern" in schema and not re.search(schema["pattern"], value):
-            errors.append(f"{path}: {value!r} does not match {schema['pattern']}")
-        if len(value) < schema.get("minLength", 0) or len(value) > schema.get("maxLength", 10**9):
-            errors.append(f"{path}: length {len(value)} out of bounds")
-    if kind in ("integer", "number") and not schema.get("minimum", -(10**18)) <= value <= schema.get("maximum", 10**18):
-        errors.append(f"{path}: {value} out of bounds")
-    if kind == "array":
-        if len(value) < schema.get("minItems", 0) or len(value) > schema.get("maxItems", 10**9):
-            errors.append(f"{path}: {len(value)} items out of bounds")
-        for i, item in enumerate(value):
-            errors += validate(item, schema["items"], f"{path}[{i}]")
-    if kind == "object":
-        props = schema.get("properties", {})
-        for key in schema.get("required", []):
-            if key not in value:
-                errors.append(f"{path}.{key}: required")
-        for key, item in value.items():
-            if key in props:
-                errors += validate(item, props[key], f"{path}.{key}")
-            elif isinstance(schema.get("additionalProperties"), dict):
-                errors += validate(item, schema["additionalProperties"], f"{path}.{key}")
-            elif not schema.get("x-kubernetes-preserve-unknown-fields") and path != ".metadata":
-                errors.append(f"{path}.{key}: unknown field")
-    return errors
-
-
-def nodes(schema: dict[str, Any], path: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
-    """Every schema node with its path (``.spec.filters.anyOf[].tags.any[]``)."""
-    yield path, schema
-    for key, child in schema.get("properties", {}).items():
-        yield from nodes(child, f"{path}.{key}")
-    if isinstance(schema.get("additionalProperties"), dict):
-        yield from nodes(schema["additionalProperties"], f"{path}.*")
-    if "items" in schema:
-        yield from nodes(schema["items"], f"{path}[]")
+    (_version,) = crd["spec"]["versions"]
+    return schema_of(crd)
 
 
 # ------------------------------------------------------------------------------------------------- the CRD
@@ -113,29 +65,136 @@ def test_crd_identity_and_printer_columns(crd: dict[str, Any]) -> None:
     columns = {c["name"]: c for c in version["additionalPrinterColumns"]}
     assert list(columns)[:4] == ["Ready", "Indicators", "Last Sync", "Age"]
     assert columns["Ready"]["jsonPath"] == '.status.conditions[?(@.type=="Ready")].status'
+    assert columns["Serving"]["jsonPath"] == '.status.conditions[?(@.type=="Serving")].reason'
+    assert "priority" not in columns["Serving"]  # shown by plain `kubectl get`: old rules serving is visible
     assert columns["Indicators"]["jsonPath"] == ".status.indicators.total"
     assert columns["Last Sync"]["type"] == "date"
 
 
-def test_schema_is_structural_and_documented(schema: dict[str, Any]) -> None:
-    problems: list[str] = []
-    for path, node in nodes(schema):
-        if not node.get("x-kubernetes-int-or-string") and "type" not in node:
-            problems.append(f"{path}: no type")
-        if path and not path.endswith(".*") and not node.get("description"):
-            problems.append(f"{path}: no description")
-        for banned in ("anyOf", "oneOf", "allOf", "not", "$ref", "definitions"):
-            if banned in node:  # a property *named* anyOf lives under "properties", not here
-                problems.append(f"{path}: {banned} (not structural without care)")
-        typed = bool(node.get("properties")) or isinstance(node.get("additionalProperties"), dict)
-        if node.get("type") == "object" and path not in ("", ".metadata") and not typed:
-            problems.append(f"{path}: an object without properties")
-        if "default" in node:
-            problems += [f"{path} default: {e}" for e in validate(node["default"], node, path)]
-        for rule in node.get("x-kubernetes-validations", []):
-            if not rule.get("rule") or not rule.get("message"):
-                problems.append(f"{path}: a validation rule without a message")
-    assert problems == []
+def test_crd_passes_the_api_server_checks(crd: dict[str, Any]) -> None:
+    assert crd_problems(crd) == []
+
+
+def test_a_description_on_metadata_is_reported_as_the_server_does(crd: dict[str, Any]) -> None:
+    """Issue 10, item 1: a real v1.32 server rejected the whole CRD for this description."""
+    broken = copy.deepcopy(crd)
+    schema_of(broken)["properties"]["metadata"]["description"] = "Standard object metadata."
+    assert crd_problems(broken) == [f"{BASE}.properties[metadata]: {METADATA_FORBIDDEN}"]
+    assert METADATA_FORBIDDEN == (
+        "Forbidden: must not specify anything other than name and generateName, but metadata is implicitly specified"
+    )
+
+
+def test_restrictions_on_metadata_name_are_allowed(crd: dict[str, Any]) -> None:
+    allowed = copy.deepcopy(crd)
+    schema_of(allowed)["properties"]["metadata"]["properties"] = {"name": {"type": "string", "maxLength": 47}}
+    assert crd_problems(allowed) == []
+
+
+def node_at(schema: dict[str, Any], path: str) -> dict[str, Any]:
+    """The schema node at a data path such as ``.spec.filters.types[]``."""
+    node = schema
+    for part in re.findall(r"\.[^.\[]+|\[\]", path):
+        node = node["items"] if part == "[]" else node["properties"][part[1:]]
+    return node
+
+
+def _drop(key: str) -> Any:
+    return lambda node: node.pop(key)
+
+
+def _set(key: str, value: Any) -> Any:
+    return lambda node: node.__setitem__(key, value)
+
+
+P = f"{BASE}.properties[spec].properties"
+NO_TYPE = "type: Required value: must not be empty for specified fields and items"
+
+
+@pytest.mark.parametrize(
+    ("path", "change", "problem"),
+    [
+        (
+            ".spec.limits.maxIndicators",
+            _drop("type"),
+            f"{P}[limits].properties[maxIndicators].{NO_TYPE}",
+        ),
+        (
+            ".spec.filters.types[]",
+            _drop("type"),
+            f"{P}[filters].properties[types].items.{NO_TYPE}",
+        ),
+        (
+            ".spec.filters.types",
+            _drop("items"),
+            f"{P}[filters].properties[types].items: Required value: must be specified (one typed schema) for an array",
+        ),
+        (
+            ".spec.filters.minThreatLevel",
+            _set("nullable", True),
+            f"{P}[filters].properties[minThreatLevel].nullable: Forbidden: nullable needs a type",
+        ),
+        (
+            ".spec.filters.minThreatLevel",
+            _set("type", "string"),
+            f"{P}[filters].properties[minThreatLevel].type: Forbidden: must be empty with x-kubernetes-int-or-string",
+        ),
+        (
+            ".spec.limits.maxDropPercent",
+            _set("default", 150),
+            f"{P}[limits].properties[maxDropPercent].default: Invalid value: "
+            ".spec.limits.maxDropPercent: 150 out of bounds",
+        ),
+        (
+            ".spec.refresh.interval",
+            _set("default", "30s"),  # valid for the pattern, not for the node's CEL rule
+            f"{P}[refresh].properties[interval].default: Invalid value: '30s': x-kubernetes-validations[0]: "
+            "refresh.interval must be at least 1m",
+        ),
+        (
+            ".spec.falco",
+            _set("default", {"namespace": "falco", "typo": 1}),
+            f"{P}[falco].default: Invalid value: .spec.falco.typo: unknown field",
+        ),
+        (
+            ".spec.falco",
+            _set("additionalProperties", {"type": "string"}),
+            f"{P}[falco].additionalProperties: Forbidden: additionalProperties and properties are mutually exclusive",
+        ),
+        (
+            ".spec.source.misp",
+            _set("required", ["url", "authKey"]),
+            f"{P}[source].properties[misp].required: Invalid value: 'authKey' is not a property",
+        ),
+        (
+            ".spec.filters",
+            _set("oneOf", [{"required": ["types"]}]),
+            f"{P}[filters].oneOf: not supported by this checker (structural only with care)",
+        ),
+    ],
+    ids=lambda v: v if isinstance(v, str) and v.startswith(".") else None,
+)
+def test_structural_problems_are_reported(crd: dict[str, Any], path: str, change: Any, problem: str) -> None:
+    broken = copy.deepcopy(crd)
+    change(node_at(schema_of(broken), path))
+    assert crd_problems(broken) == [problem]
+
+
+def test_a_default_inside_metadata_is_reported(crd: dict[str, Any]) -> None:
+    broken = copy.deepcopy(crd)
+    schema_of(broken)["properties"]["metadata"]["properties"] = {"name": {"type": "string", "default": "feed"}}
+    problems = crd_problems(broken)
+    assert (
+        f"{BASE}.properties[metadata].properties[name].default: Forbidden: must not be set inside metadata" in problems
+    )
+    assert (
+        f"{BASE}.properties[metadata].properties[name]: Forbidden: only type string and its restrictions are allowed"
+        in problems
+    )
+
+
+def test_schema_follows_our_conventions(schema: dict[str, Any]) -> None:
+    assert convention_problems(schema) == []
     status = schema["properties"]["status"]
     assert {"conditions", "observedGeneration", "indicators", "lastAttempt", "lastSuccess", "rulesHash"} <= set(
         status["properties"]
@@ -232,7 +291,10 @@ def maximal_specs() -> Iterator[dict[str, Any]]:
         rest = copy.deepcopy(MAXIMAL_REST)
         if "misp" not in source:  # reporting writes to the MISP server the feed reads
             rest["reporting"] = {"sightings": {"enabled": False}, "events": {"enabled": False}}
-        yield {"source": copy.deepcopy(source), "filters": filters, **rest}
+        if "text" in source:  # a text list takes no filters (its types are source.text.types)
+            yield {"source": copy.deepcopy(source), **rest}
+        else:
+            yield {"source": copy.deepcopy(source), "filters": filters, **rest}
 
 
 def _normal(path: str) -> str:
@@ -261,25 +323,12 @@ def test_schema_has_exactly_the_fields_spec_py_reads(schema: dict[str, Any], mon
     assert sorted(read - in_schema) == []
 
 
-def test_maximal_specs_validate_against_the_schema(schema: dict[str, Any]) -> None:
+def test_maximal_specs_are_admitted(schema: dict[str, Any]) -> None:
+    """Schema and every CEL rule (the tests' own sample feeds)."""
     for spec in maximal_specs():
         doc = {"apiVersion": f"{API_GROUP}/{API_VERSION}", "kind": KIND, "metadata": {"name": "x"}, "spec": spec}
         assert validate(doc, schema) == []
-
-
-def apply_defaults(value: Any, schema: dict[str, Any]) -> Any:
-    """What the API server's defaulting does: fill absent properties that have a default (recursively)."""
-    if isinstance(value, dict) and schema.get("type") == "object":
-        out = dict(value)
-        for key, child in schema.get("properties", {}).items():
-            if key not in out and "default" in child:
-                out[key] = copy.deepcopy(child["default"])
-            if key in out:
-                out[key] = apply_defaults(out[key], child)
-        return out
-    if isinstance(value, list) and "items" in schema:
-        return [apply_defaults(v, schema["items"]) for v in value]
-    return value
+        assert admission_errors(doc, schema) == []
 
 
 @pytest.mark.parametrize("source", MAXIMAL_SOURCES, ids=lambda s: next(iter(s)))
@@ -297,22 +346,15 @@ def test_schema_defaults_are_spec_py_defaults(schema: dict[str, Any], source: di
 
 
 # ------------------------------------------------------------------------------------------------ examples
-def example_feeds() -> list[tuple[str, dict[str, Any]]]:
-    out = []
-    for path in sorted((REPO / "examples").glob("*.yaml")):
-        for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")):
-            if isinstance(doc, dict) and doc.get("kind") == KIND:
-                out.append((path.name, doc))
-    return out
-
-
 def test_there_are_example_feeds() -> None:
     assert len(example_feeds()) >= 3
+    assert "gitops/feeds/ipsum.yaml" in {name for name, _doc in example_feeds()}  # subfolders too
 
 
 @pytest.mark.parametrize(("name", "doc"), example_feeds(), ids=lambda v: v if isinstance(v, str) else "")
 def test_example_feeds_validate_and_parse(schema: dict[str, Any], name: str, doc: dict[str, Any]) -> None:
     assert validate(doc, schema) == [], name
+    assert admission_errors(doc, schema) == [], name  # defaults applied, CEL rules evaluated
     feed = parse_feed(doc)
     assert feed.name == doc["metadata"]["name"]
 
@@ -357,3 +399,18 @@ def test_falco_values_mount_every_possible_shard(values: str, mount: str) -> Non
     if "customRules" in doc:
         assert mount in doc["falco"]["rules_files"]
         assert doc["falco"]["rules_files"].index(mount) > doc["falco"]["rules_files"].index("/etc/falco/rules.d")
+
+
+def test_status_fields_outside_the_schema_are_found_as_a_server_prunes_them() -> None:
+    status = schema_of(load_crd())["properties"]["status"]
+    written = {
+        "conflict": {"configMap": "falco/x-0", "fingerprint": "ab"},
+        "indicators": {"byKind": {"outbound_addresses": 1}, "bogus": 2},
+        "conditions": [{"type": "Serving", "status": "True", "extra": 1}],
+        "kopf": {"progress": {}},
+    }
+    assert pruned_fields(written, status, ".status") == [
+        ".status.indicators.bogus",
+        ".status.conditions[0].extra",
+        ".status.kopf",
+    ]
