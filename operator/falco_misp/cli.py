@@ -26,12 +26,18 @@ from falco_misp.errors import RenderError, SourceError, SpecError
 from falco_misp.manifests import build_configmaps
 from falco_misp.output import write_files
 from falco_misp.pipeline import render_feed
-from falco_misp.runner import add_run_command
+from falco_misp.runner import add_max_response_bytes, add_run_command
 from falco_misp.sources import FetchContext
 from falco_misp.spec import Feed, parse_feed
 from falco_misp.summary import format_summary
 
 EXIT_OK, EXIT_SOURCE, EXIT_USAGE, EXIT_RENDER = 0, 1, 2, 3
+# Client-side `kubectl apply` copies each object into an annotation, and all annotations of an object together may
+# hold at most 262,144 bytes (measured on a real API server: reference/KUBERNETES.md): shards are up to ~900 KiB.
+APPLY_HINT = (
+    "apply with: kubectl apply --server-side -f {out}  (plain `kubectl apply` fails on ConfigMaps over ~256 KiB: "
+    "it copies them into an annotation limited to 262144 bytes)"
+)
 
 
 class _LiteralDumper(yaml.SafeDumper):
@@ -73,7 +79,11 @@ def _render(args: argparse.Namespace) -> int:
     if feed.spec.source.misp is not None and not auth_key:
         raise SpecError("--auth-key-env", f"set the MISP API key in the environment variable {args.auth_key_env}")
     ctx = FetchContext(
-        now=int(time.time()), auth_key=auth_key, ca_bundle=args.ca_bundle, base_dir=args.feed.resolve().parent
+        now=int(time.time()),
+        auth_key=auth_key,
+        ca_bundle=args.ca_bundle,
+        base_dir=args.feed.resolve().parent,
+        max_response_bytes=args.max_response_bytes,
     )
     result = render_feed(feed, ctx)
     prefix = feed.config_map_prefix
@@ -88,6 +98,8 @@ def _render(args: argparse.Namespace) -> int:
         print(format_summary(feed, result.fetched, result.indicators, result.bundle))
         for path in written:
             print(f"wrote {path}")
+        if args.format == "configmaps":
+            print(APPLY_HINT.format(out=args.out))
     return EXIT_OK
 
 
@@ -103,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--format",
         choices=("files", "configmaps"),
         default="files",
-        help="Falco rules files, or ConfigMap manifests for kubectl apply",
+        help="Falco rules files, or ConfigMap manifests for kubectl apply --server-side",
     )
     render.add_argument(
         "--auth-key-env",
@@ -111,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="environment variable holding the MISP API key (default MISP_AUTH_KEY)",
     )
     render.add_argument("--ca-bundle", help="PEM CA bundle for the MISP server's certificate")
+    add_max_response_bytes(render)
     render.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
     render.set_defaults(func=_render)
     add_run_command(sub)

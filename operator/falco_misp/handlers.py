@@ -39,14 +39,17 @@ from falco_misp.kube import KubeClient, KubeError
 from falco_misp.live import LiveFollower, LiveSync, LiveTarget, LiveTuning
 from falco_misp.metrics import LiveMetrics, Metrics, ReportingMetrics
 from falco_misp.sightings import Reporter
+from falco_misp.sources import DEFAULT_MAX_RESPONSE_BYTES
 from falco_misp.spec import API_GROUP, API_VERSION
 from falco_misp.status import Condition, build_conditions, condition, status_patch
 from falco_misp.sync import (
     Failure,
     FeedObject,
+    SyncOptions,
     SyncOutcome,
     cleanup_feed,
     parse_feed_object,
+    refresh_reporting,
     rollout_feed,
     sync_feed,
     tick_action,
@@ -78,6 +81,8 @@ class Tuning:
     """Wall clock (UTC) for status times, refresh and rollout intervals; tests pass a controllable one."""
     live: LiveTuning = field(default_factory=LiveTuning)
     """Timing of the ZeroMQ subscribers (``spec.source.misp.zmq``)."""
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
+    """The largest answer read from a source (``--max-response-bytes``)."""
 
 
 class FeedState:
@@ -191,7 +196,7 @@ def on_change(body: kopf.Body, memo: kopf.Memo, patch: kopf.Patch, *, retry: int
         obj = _feed_object(body, state)
         before = {**_body_status(body), **obj.status}
         started = state.sync_started = time.monotonic()
-        outcome = sync_feed(memo["kube"], obj, tuning.clock(), provenance=_reporter(memo) is not None)
+        outcome = sync_feed(memo["kube"], obj, tuning.clock(), _options(memo, body, tuning))
         seconds = time.monotonic() - started
         state.status = dict(outcome.status)
         state.fingerprint = outcome.secret_fingerprint
@@ -229,11 +234,13 @@ def _tick_step(body: kopf.Body, memo: kopf.Memo, state: FeedState, tuning: Tunin
     outcome: SyncOutcome | None = None
     if action is TickAction.SYNC:
         state.sync_started = started
-        outcome = sync_feed(kube, obj, now, provenance=_reporter(memo) is not None)
+        outcome = sync_feed(kube, obj, now, _options(memo, body, tuning))
         state.fingerprint = outcome.secret_fingerprint
     elif action is TickAction.ROLLOUT:
         outcome = rollout_feed(kube, obj, now)
         state.fingerprint = fingerprint
+    elif _reporter(memo) is not None:  # between syncs: MISP may have begun (or stopped) refusing the reports' key
+        outcome = refresh_reporting(obj, now, _options(memo, body, tuning))
     if outcome is None:
         return None
     state.status = dict(outcome.status)
@@ -308,6 +315,18 @@ def register(registry: kopf.OperatorRegistry, tuning: Tuning | None = None) -> N
 def _reporter(memo: kopf.Memo) -> Reporter | None:
     reporter = memo.get("reporter")
     return reporter if isinstance(reporter, Reporter) else None
+
+
+def _options(memo: kopf.Memo, body: kopf.Body, tuning: Tuning) -> SyncOptions:
+    """What a sync of this feed needs to know of the operator: the alert endpoint, the body limit, a rejected key."""
+    reporter = _reporter(memo)
+    meta = body.get("metadata", {})
+    rejected = reporter.key_rejected(str(meta.get("namespace", "")), str(meta.get("name", ""))) if reporter else None
+    return SyncOptions(
+        provenance=reporter is not None,
+        max_response_bytes=tuning.max_response_bytes,
+        key_problem=rejected.message if rejected is not None else None,
+    )
 
 
 def _update_reporting(memo: kopf.Memo, body: kopf.Body, outcome: SyncOutcome) -> None:

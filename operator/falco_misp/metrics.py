@@ -126,6 +126,14 @@ class ReportingMetrics:
             ["feed", "kind", "reason"], registry=r,
         )  # fmt: skip
         self.queued = Gauge("falco_misp_sightings_queued", "Reports waiting to be sent to MISP", registry=r)
+        self.auth_failures = Counter(
+            "falco_misp_sightings_auth_failures", "Rounds MISP refused the feed's API key (401, 403 Authentication "
+            "failed): the reports stay queued until a sync brings a working key", ["feed"], registry=r,
+        )  # fmt: skip
+        self.waiting_for_key = Gauge(
+            "falco_misp_sightings_waiting_for_key", "Reports held because MISP refuses the feed's API key (0 once a "
+            "sync brought one it takes)", ["feed"], registry=r,
+        )  # fmt: skip
         self.notices = Counter(
             "falco_misp_alert_notices", "Kubernetes Events about matched alerts, by result (posted, failed, dropped)",
             ["result"], registry=r,
@@ -133,7 +141,8 @@ class ReportingMetrics:
 
     def forget(self, feed: str) -> None:
         """Remove every series of a deleted feed."""
-        forget_feed(feed, self.matched, self.deduplicated, self.sent, self.failed, self.dropped)
+        forget_feed(feed, self.matched, self.deduplicated, self.sent, self.failed, self.dropped, self.auth_failures,
+                    self.waiting_for_key)  # fmt: skip
 
 
 # ------------------------------------------------------------------------------ live updates over ZeroMQ (issue 7)

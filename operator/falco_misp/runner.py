@@ -56,18 +56,46 @@ def add_run_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help=f"serve Prometheus metrics on this port (default {DEFAULT_METRICS_PORT}; 0 to disable)",
     )
     run.add_argument(
-        "--peering",
-        metavar="NAME",
-        help="kopf peering object for leader election between replicas (default: standalone, one replica)",
-    )
-    run.add_argument(
         "--tick-seconds",
         type=float,
         default=30.0,
         help="how often each feed checks whether a refresh, a Secret change or a deferred rollout is due",
     )
+    add_max_response_bytes(run)
     _add_alert_options(run)
     run.set_defaults(func=run_operator)
+
+
+# ------------------------------------------------------------------ bounded fetches (issue 11), `run` and `render`
+_BYTE_SIZE = re.compile(r"^([0-9]+)\s*(|B|KiB|MiB|GiB|K|M|G)$", re.IGNORECASE)
+_BYTE_UNITS = {"": 1, "b": 1, "k": 2**10, "kib": 2**10, "m": 2**20, "mib": 2**20, "g": 2**30, "gib": 2**30}
+MIN_RESPONSE_BYTES = 1024
+
+
+def byte_size(value: str) -> int:
+    """``268435456``, ``256MiB``, ``64KiB``, ``1GiB`` (K, M, G are binary too) -> bytes, at least 1 KiB."""
+    m = _BYTE_SIZE.match(value.strip())
+    if m is None:
+        raise argparse.ArgumentTypeError(f"expected a size such as 268435456, 256MiB or 1GiB, got {value!r}")
+    size = int(m.group(1)) * _BYTE_UNITS[m.group(2).lower()]
+    if size < MIN_RESPONSE_BYTES:
+        raise argparse.ArgumentTypeError(f"must be at least {MIN_RESPONSE_BYTES} bytes, got {value!r}")
+    return size
+
+
+def add_max_response_bytes(parser: argparse.ArgumentParser) -> None:
+    """``--max-response-bytes``: the largest body read from a source (each MISP page, feed file, export, list)."""
+    from falco_misp.sources import DEFAULT_MAX_RESPONSE_BYTES  # noqa: PLC0415 - `run` loads what it needs late
+
+    parser.add_argument(
+        "--max-response-bytes",
+        type=byte_size,
+        default=DEFAULT_MAX_RESPONSE_BYTES,
+        metavar="SIZE",
+        help="largest answer read from a source: each MISP page, static feed file, export or text list (bytes, or "
+        "with KiB/MiB/GiB; default 256MiB). A larger one fails the fetch (ResponseTooLarge) and the last good rules "
+        "stay",
+    )
 
 
 def run_operator(args: argparse.Namespace) -> int:
@@ -82,7 +110,7 @@ def run_operator(args: argparse.Namespace) -> int:
     formats = {"plain": kopf.LogFormat.PLAIN, "full": kopf.LogFormat.FULL, "json": kopf.LogFormat.JSON}
     kopf.configure(log_format=formats[args.log_format], verbose=args.verbose)
     registry = kopf.get_default_registry()
-    register(registry, Tuning(tick_seconds=args.tick_seconds))
+    register(registry, Tuning(tick_seconds=args.tick_seconds, max_response_bytes=args.max_response_bytes))
     memo = kopf.Memo()
     if args.metrics_port:
         memo["metrics"] = Metrics()
@@ -98,8 +126,8 @@ def run_operator(args: argparse.Namespace) -> int:
         memo=memo,
         clusterwide=not args.namespaces,
         namespaces=args.namespaces,
-        standalone=args.peering is None,
-        peering_name=args.peering,
+        # One replica (the chart's Deployment uses Recreate): no kopf peering, which would need its own CRDs and RBAC.
+        standalone=True,
         liveness_endpoint=args.liveness or None,
     )
     return 0

@@ -13,6 +13,11 @@ endpoint nor the syncs (kopf's threads) ever wait for MISP:
 - retries: a server that fails (refused, timeout, 5xx, 408/429, bad answer) is paused with exponential backoff
   and its reports stay queued, in order; a report MISP refuses for good (another 4xx: the attribute is gone, the
   key lacks the permission) is dropped and counted;
+- a rejected API key (401, or MISP's 403 "Authentication failed": expired, revoked, rotated) is not the report's
+  fault: its reports stay queued, retried with the same backoff, until a sync of the feed brings a key MISP takes
+  (:meth:`Reporter.update_feed` moves them to the feed's new credentials at once); meanwhile
+  :meth:`Reporter.key_rejected` says so for the feed's status and ``falco_misp_sightings_waiting_for_key`` counts
+  them (issue 11);
 - bounds: at most ``max_queue`` reports wait (those in flight included); more are dropped and counted, and their
   dedupe entry is forgotten so a later alert can try again.
 
@@ -124,6 +129,28 @@ class _Result(StrEnum):
     NOT_TRIED = "not_tried"
 
 
+UNAUTHORIZED = "Unauthorized"  # the failure reason of a rejected API key (retried once a sync brings a new one)
+_AUTH_FAILED_TEXT = "Authentication failed"  # what MISP says in a 403 for a wrong, expired or revoked key
+
+
+@dataclass(frozen=True)
+class KeyRejected:
+    """MISP refuses the API key of a feed's reports: they wait for a sync that brings a working key."""
+
+    since: float
+    """When (epoch seconds) MISP first refused the key, in this run of failures."""
+    waiting: int
+    """Reports of the feed held for it (sightings and event attributes, within the queue bound)."""
+
+    @property
+    def message(self) -> str:
+        """One line for the feed's status or an Event."""
+        return (
+            f"MISP rejected the API key: {self.waiting} reports wait for a sync with a working key (rotate the "
+            "key in the feed's Secret)"
+        )
+
+
 class _Failure(Exception):
     """A MISP call failed: ``retry`` says whether the report stays queued."""
 
@@ -150,8 +177,8 @@ def _exception_reason(exc: BaseException) -> str:
         return "HTTP5xx"
     if type(exc).__name__ == "PyMISPUnexpectedResponse":
         return "InvalidJSON"
-    if "Unable to get the user settings" in text:
-        return "Unauthorized"
+    if "Unable to get the user settings" in text or "Error code 401" in text or "Error code 403 for HEAD" in text:
+        return UNAUTHORIZED  # PyMISP's start-up, or a HEAD (event_exists) that has no body to tell more
     return type(exc).__name__
 
 
@@ -163,6 +190,8 @@ def _check(answer: object, *, duplicate_ok: bool = False) -> None:
     status = errors[0] if isinstance(errors, tuple | list) and errors and isinstance(errors[0], int) else None
     if duplicate_ok and "already exists" in str(errors):
         return
+    if status == 401 or (status == 403 and _AUTH_FAILED_TEXT in str(errors)):
+        raise _Failure(UNAUTHORIZED, retry=True)  # the key, not the report: kept until a sync brings a new key
     if status is None or status in (408, 425, 429):
         raise _Failure(f"HTTP{status}" if status else "MispError", retry=True)
     raise _Failure(f"HTTP{status}", retry=False)
@@ -288,6 +317,11 @@ class Reporter:
         self._in_flight = 0
         self._paused: dict[str, float] = {}
         self._failures: dict[str, int] = {}
+        self._targets: dict[str, MispTarget] = {}  # feed ref -> the target of its last sync (set on kopf threads)
+        self._rejected_keys: dict[str, float] = {}  # target key -> when MISP first refused it (event loop only)
+        self._waiting: dict[str, KeyRejected] = {}  # feed ref -> reports held for a key (replaced whole)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._flying: Sequence[_Report] = ()  # the batch being sent
         self._clients = _MispClients()
         self._wake: asyncio.Event | None = None
         self._notices: asyncio.Queue[tuple[Mapping[str, str], str]] | None = None
@@ -308,8 +342,23 @@ class Reporter:
         with self._registry_lock:
             ref = f"{namespace}/{name}"
             self._registry = self._registry.with_feed(feed) if feed is not None else self._registry.without(ref)
+            previous = self._targets.pop(ref, None)
+            if feed is not None:
+                self._targets[ref] = feed.target
         if feed is not None:
             log.debug("feed %s reports alerts: %d attributes indexed", ref, feed.index.attributes)
+            if previous is not None and previous.key != feed.target.key:
+                self._wake_threadsafe()  # queued reports move to the new credentials (a rotated key) right away
+
+    def key_rejected(self, namespace: str, name: str) -> KeyRejected | None:
+        """Whether reports of this feed wait because MISP refuses its API key (for the feed's status)."""
+        return self._waiting.get(f"{namespace}/{name}")
+
+    def _wake_threadsafe(self) -> None:
+        loop, wake = self._loop, self._wake
+        if loop is not None and wake is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop is stopping
+                loop.call_soon_threadsafe(wake.set)
 
     def remove_feed(self, namespace: str, name: str) -> None:
         """The feed is gone."""
@@ -322,6 +371,7 @@ class Reporter:
             self._post_notice = lambda involved, type_, reason, message: kube.create_event(
                 involved, type_, reason, message, datetime.now(UTC)
             )
+        self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         self._notices = asyncio.Queue(maxsize=self.config.max_notices)
         self._misp_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="falco-misp-report")
@@ -418,7 +468,7 @@ class Reporter:
             dedupe.forget(report.dedupe_key)  # a later alert may try again
             return
         self._queue.append(report)
-        self._gauge()
+        self._gauge(key_state=report.target.key in self._rejected_keys)
         self._wake.set()
 
     def _drop(self, report: _Report, reason: str) -> None:
@@ -429,9 +479,30 @@ class Reporter:
         if count in (1, 10, 100) or count % 1000 == 0:
             log.warning("%s for MISP dropped (%s); %d so far", report.kind.value, reason, count)
 
-    def _gauge(self) -> None:
+    def _gauge(self, *, key_state: bool = True) -> None:
+        """Queue gauges, and (``key_state``) which feeds' reports wait for a working API key (on the event loop)."""
         if self.metrics is not None:
             self.metrics.queued.set(self.pending)
+        if not key_state or (not self._rejected_keys and not self._waiting):
+            return
+        held: Counter[str] = Counter()
+        since: dict[str, float] = {}
+        reports = [*self._queue, *self._flying]
+        for report in reports:
+            rejected = self._rejected_keys.get(report.target.key)
+            if rejected is not None:
+                held[report.feed] += 1
+                since[report.feed] = min(rejected, since.get(report.feed, rejected))
+        queued_keys = {report.target.key for report in reports}
+        for key in [k for k in self._rejected_keys if k not in queued_keys]:
+            del self._rejected_keys[key]  # nothing waits for it any more (moved to a new key, or dropped)
+        waiting = {feed: KeyRejected(since=since[feed], waiting=count) for feed, count in held.items()}
+        if self.metrics is not None:
+            for feed in set(self._waiting) - set(waiting):
+                self.metrics.waiting_for_key.labels(feed).set(0)
+            for feed, state in waiting.items():
+                self.metrics.waiting_for_key.labels(feed).set(state.waiting)
+        self._waiting = waiting
 
     def _notify(self, feed: ReportingFeed, message: str) -> None:
         if self._notices is None or self._post_notice is None:
@@ -452,12 +523,24 @@ class Reporter:
 
     # ------------------------------------------------------------------------------------------ MISP
     def _take(self, now: float) -> tuple[list[_Report], float | None]:
-        """The next batch (one server, not paused), and how long to wait when every server is paused."""
+        """The next batch (one server, not paused), and how long to wait when every server is paused.
+
+        A report whose feed synced since with other credentials for the same server moves to them first.
+        """
         batch: list[_Report] = []
         keep: deque[_Report] = deque()
         server: str | None = None
         wait: float | None = None
+        moved = False
         for report in self._queue:
+            current = self._targets.get(report.feed)
+            if (
+                current is not None
+                and current.key != report.target.key
+                and current.server.url == report.target.server.url
+            ):
+                report.target = current
+                moved = True
             key = report.target.key
             paused = self._paused.get(key, 0.0)
             if paused > now:
@@ -469,6 +552,8 @@ class Reporter:
             else:
                 keep.append(report)
         self._queue = keep
+        if moved:
+            self._gauge()
         return batch, wait
 
     async def _run_misp(self) -> None:
@@ -481,7 +566,7 @@ class Reporter:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=wait)
                 continue
-            self._in_flight = len(batch)
+            self._in_flight, self._flying = len(batch), batch
             try:
                 results = await loop.run_in_executor(self._misp_thread, self._send_batch, batch)
             except asyncio.CancelledError:
@@ -491,7 +576,7 @@ class Reporter:
                 log.exception("sending reports to MISP failed")
                 results = [(_Result.RETRY, "InternalError")] * len(batch)
             finally:
-                self._in_flight = 0
+                self._in_flight, self._flying = 0, ()
             self._settle(batch, results, self._clock())
 
     def _send_batch(self, batch: Sequence[_Report]) -> list[tuple[_Result, str]]:
@@ -553,14 +638,20 @@ class Reporter:
             delay = min(self.config.retry_max_seconds, self.config.retry_base_seconds * 2 ** (failures - 1))
             self._paused[key] = now + delay
             log.warning(
-                "MISP at %s failed (%s): %d reports kept, next attempt in %.1fs",
+                "MISP at %s failed (%s): %d reports kept, next attempt in %.1fs%s",
                 batch[0].target.server.url, failed_reason, len(retry) + len(self._queue), delay,
+                " or as soon as a sync brings another API key" if failed_reason == UNAUTHORIZED else "",
             )  # fmt: skip
-            if failed_reason in ("Unauthorized", "HTTP403", "TLS"):
+            if failed_reason == UNAUTHORIZED:
+                self._rejected_keys.setdefault(key, self._wall())
+                if self.metrics is not None:
+                    self.metrics.auth_failures.labels(batch[0].feed).inc()
+            if failed_reason in (UNAUTHORIZED, "TLS"):
                 self._clients.drop(key)  # a rotated key or CA comes with the next sync: build a new client then
         else:
             self._failures.pop(key, None)
             self._paused.pop(key, None)
+            self._rejected_keys.pop(key, None)
         self._queue.extendleft(reversed(retry))
         self._gauge()
 

@@ -3,13 +3,21 @@
 Everything here yields :class:`~falco_misp.attributes.Attribute` values one at a time, page by page or event by
 event, so memory follows the page size rather than the feed size. Every failure becomes a
 :class:`~falco_misp.errors.SourceError` with a short reason (``ConnectionRefused``, ``Timeout``, ``TLS``,
-``HTTP401``, ``InvalidJSON``...) and a message naming the URL or path, never the auth key.
+``HTTP401``, ``InvalidJSON``...) and a message naming the URL or path and the cause (the client's own message),
+never the auth key nor credentials written into a URL (:func:`redact`).
+
+Nothing a server sends is trusted to end (issue 11): every body (MISP answers, static feed files, exports, text
+lists) is streamed and cut at :attr:`FetchContext.max_response_bytes` (``ResponseTooLarge``), and a MISP server
+that ignores ``page``/``limit`` (a page repeating an earlier one, longer than the limit, or past the count MISP
+announced) fails with ``PagingIgnored`` instead of being paged forever.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import re
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -33,6 +41,13 @@ from falco_misp.spec import Feed, Location, MispServer
 
 log = logging.getLogger(__name__)
 
+# The largest body read from a source (one MISP page, one static feed file, one export or text list): far above
+# real answers (a 100,000-attribute MISP page is ~60 MiB, the IPsum list ~5 MiB), low enough that a server sending
+# without end cannot exhaust the operator's memory (issue 11). `--max-response-bytes` changes it.
+DEFAULT_MAX_RESPONSE_BYTES = 256 * 1024 * 1024
+_CHUNK_BYTES = 64 * 1024
+MAX_CAUSE_CHARS = 300  # of a client's message quoted in a SourceError
+
 
 @dataclass(frozen=True)
 class FetchContext:
@@ -46,6 +61,66 @@ class FetchContext:
     """Path of a PEM CA bundle for the MISP server."""
     base_dir: Path | None = None
     """Folder relative paths in the spec are resolved against (the feed file's folder)."""
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
+    """Largest body read from the source (each MISP page, feed file, export, list); larger: ``ResponseTooLarge``."""
+
+
+# scheme://user:password@host -> scheme://***@host (also a bare token before the @)
+_URL_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@?#]+@")
+
+
+def redact(text: str, *secrets: str | None) -> str:
+    """``text`` safe for a status, an Event or a log: the secrets and URL credentials replaced by ``***``.
+
+    Whitespace is collapsed and the result kept to :data:`MAX_CAUSE_CHARS` (cut after redaction, so no part of a
+    secret survives at the cut).
+    """
+    for secret in secrets:
+        for form in {secret or "", (secret or "").strip()}:
+            if form:
+                text = text.replace(form, "***")
+    text = " ".join(_URL_CREDENTIALS.sub(r"\1***@", text).split())
+    return text if len(text) <= MAX_CAUSE_CHARS else text[: MAX_CAUSE_CHARS - 1] + "…"
+
+
+def safe_url(url: str) -> str:
+    """A URL without the credentials it may carry (``https://user:pw@host/x`` -> ``https://***@host/x``)."""
+    return _URL_CREDENTIALS.sub(r"\1***@", url)
+
+
+def _size(limit: int) -> str:
+    return f"{limit} bytes" + (f" ({limit / 2**20:g} MiB)" if limit >= 2**20 else "")
+
+
+def _too_large(where: str, limit: int) -> SourceError:
+    return SourceError(
+        "ResponseTooLarge", f"{where}: the answer is larger than {_size(limit)}; raise --max-response-bytes if "
+        "such a size is expected",
+    )  # fmt: skip
+
+
+def read_body(response: requests.Response, limit: int, where: str) -> bytes:
+    """A response's body (decoded), streamed and cut at ``limit`` bytes: ``ResponseTooLarge`` beyond.
+
+    ``response`` must not have been read yet (``stream=True``, or a response hook). It is closed when too large.
+    """
+    declared = response.headers.get("Content-Length", "")
+    if declared.isdigit() and int(declared) > limit and not response.headers.get("Content-Encoding"):
+        response.close()
+        raise _too_large(where, limit)
+    body = bytearray()
+    for chunk in response.iter_content(chunk_size=_CHUNK_BYTES):
+        body += chunk
+        if len(body) > limit:
+            response.close()
+            raise _too_large(where, limit)
+    return bytes(body)
+
+
+def _cause(exc: BaseException, *secrets: str | None) -> str:
+    """``Type: message`` of a client exception, redacted (what PyMISP or requests said about the problem)."""
+    text = str(exc)
+    return redact(f"{type(exc).__name__}: {text}" if text else type(exc).__name__, *secrets)
 
 
 def _reason(exc: BaseException) -> tuple[str, str]:
@@ -68,19 +143,32 @@ def _reason(exc: BaseException) -> tuple[str, str]:
                 return "TruncatedResponse", "the answer was cut off"
             return "ConnectionError", "cannot connect"
         seen = seen.__cause__ or seen.__context__
-    return "Error", type(exc).__name__
+    return "Error", f"unexpected answer ({_cause(exc)})"
+
+
+def _source_error_in(exc: BaseException) -> SourceError | None:
+    """A SourceError somewhere in the chain (raised by a response hook inside a PyMISP call, which may wrap it)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, SourceError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 # ---------------------------------------------------------------------------------------------------------- MISP
-class _ResultCount(requests.auth.AuthBase):
-    """Reads MISP's ``X-Result-Count`` header, which PyMISP does not expose.
+class _ResponseHooks(requests.auth.AuthBase):
+    """Reads MISP's ``X-Result-Count`` header, which PyMISP does not expose, and caps every body PyMISP reads.
 
     Not authentication (PyMISP sends the key itself): ``auth=`` is the public PyMISP/requests hook point that
-    sees every request, and this registers a response hook on each.
+    sees every request, and this registers a response hook on each. requests runs response hooks before it reads
+    the body, so the hook streams the body itself, up to ``max_bytes``, and hands it to the response.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, server_url: str, max_bytes: int) -> None:
         self.last: int | None = None
+        self._where = f"MISP at {safe_url(server_url)}"
+        self._max_bytes = max_bytes
 
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
         self.last = None
@@ -90,6 +178,9 @@ class _ResultCount(requests.auth.AuthBase):
     def _record(self, response: requests.Response, *args: object, **kwargs: object) -> None:
         value = response.headers.get("X-Result-Count", "")
         self.last = int(value) if value.isdigit() else None
+        path = urlsplit(response.url).path or "/"
+        body = read_body(response, self._max_bytes, f"{self._where} ({path})")
+        response._content = body  # what `response.content` returns from now on (requests reads no further)
 
 
 def quiet_pymisp_logger() -> None:
@@ -101,12 +192,20 @@ def quiet_pymisp_logger() -> None:
 class MispApi:
     """The slice of MISP the operator uses, over the real PyMISP client."""
 
-    def __init__(self, server: MispServer, auth_key: str, ca_bundle: str | None = None) -> None:
+    def __init__(
+        self,
+        server: MispServer,
+        auth_key: str,
+        ca_bundle: str | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+    ) -> None:
+        self.url = safe_url(server.url)
         if not auth_key:
-            raise SourceError("AuthKeyMissing", f"no API key for MISP at {server.url}")
+            raise SourceError("AuthKeyMissing", f"no API key for MISP at {self.url}")
         self.server = server
+        self._auth_key = auth_key
         verify: bool | str = (ca_bundle or True) if server.verify_tls else False
-        self._count = _ResultCount()
+        self._count = _ResponseHooks(server.url, max_response_bytes)
         quiet_pymisp_logger()
         try:
             self._misp = PyMISP(
@@ -121,18 +220,34 @@ class MispApi:
             raise self._error(exc) from None
 
     def _error(self, exc: BaseException) -> SourceError:
+        """The SourceError for a failed PyMISP call: a short reason, and the cause in PyMISP's words (redacted)."""
+        inner = _source_error_in(exc)
+        if inner is not None:
+            return inner
         text = str(exc)
+        cause = _cause(exc, self._auth_key)
         for code in ("401", "403"):
             if f"({code}" in text or f"Error code {code}" in text or f"'{code}'" in text:
-                return SourceError(f"HTTP{code}", f"MISP at {self.server.url} rejected the API key")
+                return SourceError(f"HTTP{code}", f"MISP at {self.url} rejected the API key ({cause})")
         if "Error code 5" in text:
-            return SourceError("HTTP5xx", f"MISP at {self.server.url} answered a server error")
+            return SourceError("HTTP5xx", f"MISP at {self.url} answered a server error ({cause})")
         if type(exc).__name__ == "PyMISPUnexpectedResponse":
-            return SourceError("InvalidJSON", f"MISP at {self.server.url} answered something that is not JSON")
+            return SourceError("InvalidJSON", f"MISP at {self.url} answered something that is not JSON ({cause})")
         reason, what = _reason(exc)
         if reason == "Error" and "Unable to get the user settings" in text:
-            return SourceError("Unauthorized", f"MISP at {self.server.url} rejected the API key")
-        return SourceError(reason, f"MISP at {self.server.url}: {what}")
+            return SourceError("Unauthorized", f"MISP at {self.url} rejected the API key ({cause})")
+        if reason == "Error":
+            what = f"unexpected answer ({cause})"
+        return SourceError(reason, f"MISP at {self.url}: {what}")
+
+    def _describe(self, answer: object) -> str:
+        """What an answer that is not a search result says: its message, else its keys (redacted, short)."""
+        if isinstance(answer, dict):
+            said = [str(answer[k]) for k in ("name", "message", "errors") if answer.get(k)]
+            text = "; ".join(dict.fromkeys(said)) if said else "keys: " + ", ".join(map(str, list(answer)[:10]))
+        else:
+            text = f"a {type(answer).__name__}"
+        return redact(text, self._auth_key)
 
     @property
     def result_count(self) -> int | None:
@@ -146,14 +261,63 @@ class MispApi:
         except Exception as exc:
             raise self._error(exc) from None
         if isinstance(answer, dict) and "errors" in answer:
-            status = answer["errors"][0] if isinstance(answer["errors"], tuple | list) else "?"
+            errors = answer["errors"]
+            status = errors[0] if isinstance(errors, tuple | list) and errors else "?"
+            said = errors[1] if isinstance(errors, tuple | list) and len(errors) > 1 else errors
             return_reason = f"HTTP{status}" if isinstance(status, int) else "MispError"
-            raise SourceError(return_reason, f"MISP at {self.server.url} refused the search (HTTP {status})")
+            raise SourceError(
+                return_reason,
+                f"MISP at {self.url} refused the search (HTTP {status}: {self._describe(said)})"
+                if isinstance(status, int) else f"MISP at {self.url} refused the search ({self._describe(said)})",
+            )  # fmt: skip
         if isinstance(answer, dict) and isinstance(answer.get("Attribute"), list):
             return [a for a in answer["Attribute"] if isinstance(a, dict)]
         if isinstance(answer, dict) and not answer:
             return []
-        raise SourceError("InvalidJSON", f"MISP at {self.server.url} answered something that is not a search result")
+        raise SourceError(
+            "InvalidJSON",
+            f"MISP at {self.url} answered something that is not a search result ({self._describe(answer)})",
+        )
+
+
+def _page_digest(rows: list[dict[str, Any]]) -> str:
+    """What identifies a page's content: its attributes' ids, uuids, types and values."""
+    text = "\n".join(f"{r.get('id')}\0{r.get('uuid')}\0{r.get('type')}\0{r.get('value')}" for r in rows)
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+class _PageGuard:
+    """Ends paging through one filter set when the server shows that it ignores ``page``/``limit`` (issue 11).
+
+    MISP pages over ascending attribute ids, so no two non-empty pages of one query hold the same attributes, none
+    holds more than ``limit``, and none starting past ``X-Result-Count`` holds any. A server answering otherwise
+    would be paged forever (or until an empty page that never comes): fail with ``PagingIgnored`` instead.
+    """
+
+    def __init__(self, api: MispApi, limit: int) -> None:
+        self._api = api
+        self._limit = limit
+        self._pages: dict[str, int] = {}
+
+    def check(self, page: int, rows: list[dict[str, Any]]) -> None:
+        if not rows:
+            return  # a page emptied by the warninglist/decay post-filter may follow another one
+        problem = ""
+        total = self._api.result_count
+        if len(rows) > self._limit:
+            problem = f"page {page} holds {len(rows)} attributes for a limit of {self._limit}"
+        elif total is not None and (page - 1) * self._limit >= total:
+            problem = f"page {page} starts past the {total} results it counted, yet holds {len(rows)} attributes"
+        else:
+            digest = _page_digest(rows)
+            if digest in self._pages:
+                problem = f"page {page} holds the same attributes as page {self._pages[digest]}"
+            self._pages[digest] = page
+        if problem:
+            raise SourceError(
+                "PagingIgnored", f"MISP at {self._api.url} ignores restSearch paging (page, limit={self._limit}): "
+                f"{problem}; check the server or a proxy in front of it",
+            )  # fmt: skip
 
 
 def fetch_misp(feed: Feed, ctx: FetchContext, api: MispApi | None = None) -> Iterator[Attribute]:
@@ -164,15 +328,17 @@ def fetch_misp(feed: Feed, ctx: FetchContext, api: MispApi | None = None) -> Ite
     server = feed.spec.source.misp
     assert server is not None
     if api is None:
-        api = MispApi(server, ctx.auth_key or "", ctx.ca_bundle)
+        api = MispApi(server, ctx.auth_key or "", ctx.ca_bundle, ctx.max_response_bytes)
     seen: set[str] | None = set() if len(feed.spec.filters) > 1 else None
     events: dict[str, EventContext] = {}
     for filters in feed.spec.filters:
         params = build_restsearch_params(filters, ctx.now)
+        guard = _PageGuard(api, server.page_size)
         page = 1
         while True:
             rows = api.search_attributes(params, page, server.page_size)
             log.debug("misp page", extra={"feed": feed.name, "page": page, "attributes": len(rows)})
+            guard.check(page, rows)
             for raw in rows:
                 attr = attribute_from_json(raw, cache=events)
                 if attr is None:
@@ -207,31 +373,40 @@ def _local_path(url: str, base_dir: Path | None) -> Path:
 
 
 def read_location(loc: Location, ctx: FetchContext, url: str | None = None) -> bytes:
-    """The bytes at an http(s) URL or a local path."""
+    """The bytes at an http(s) URL or a local path, at most ``ctx.max_response_bytes`` of them (streamed)."""
     target = url or loc.url
+    limit = ctx.max_response_bytes
     if _is_url(target):
+        where = safe_url(target)
         try:
-            resp = requests.get(target, timeout=loc.timeout_seconds, verify=loc.verify_tls)
+            with requests.get(target, timeout=loc.timeout_seconds, verify=loc.verify_tls, stream=True) as resp:
+                if resp.status_code != 200:
+                    raise SourceError(f"HTTP{resp.status_code}", f"{where} answered HTTP {resp.status_code}")
+                return read_body(resp, limit, where)
         except requests.RequestException as exc:
             reason, what = _reason(exc)
-            raise SourceError(reason, f"{target}: {what}") from None
-        if resp.status_code != 200:
-            raise SourceError(f"HTTP{resp.status_code}", f"{target} answered HTTP {resp.status_code}")
-        return resp.content  # read in full by get(): a cut-off body already raised above
+            raise SourceError(reason, f"{where}: {what}") from None
     path = _local_path(target, ctx.base_dir)
     try:
-        return path.read_bytes()
+        with path.open("rb") as file:
+            data = file.read(limit + 1)  # a device or a growing file has no meaningful size: read, then judge
     except FileNotFoundError:
         raise SourceError("NotFound", f"{path}: no such file") from None
     except OSError as exc:
         raise SourceError("ReadError", f"{path}: {exc.strerror}") from None
+    if len(data) > limit:
+        raise SourceError(
+            "FileTooLarge", f"{path}: the file is larger than {_size(limit)}; raise --max-response-bytes if such a "
+            "size is expected",
+        )  # fmt: skip
+    return data
 
 
 def _json(data: bytes, where: str) -> Any:
     try:
         return json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise SourceError("InvalidJSON", f"{where}: not valid JSON ({exc})") from None
+        raise SourceError("InvalidJSON", f"{safe_url(where)}: not valid JSON ({exc})") from None
 
 
 def fetch_static_feed(feed: Feed, ctx: FetchContext) -> Iterator[Attribute]:
@@ -245,12 +420,12 @@ def fetch_static_feed(feed: Feed, ctx: FetchContext) -> Iterator[Attribute]:
 
     manifest = _json(read_location(loc, ctx, at("manifest.json")), at("manifest.json"))
     if not isinstance(manifest, dict):
-        raise SourceError("InvalidFeed", f"{at('manifest.json')}: expected an object mapping event uuids")
+        raise SourceError("InvalidFeed", f"{safe_url(at('manifest.json'))}: expected an object mapping event uuids")
 
     def events() -> Iterator[Attribute]:
         for uuid in sorted(manifest):
             if not uuid.replace("-", "").isalnum():
-                raise SourceError("InvalidFeed", f"{at('manifest.json')}: bad event uuid {uuid!r}")
+                raise SourceError("InvalidFeed", f"{safe_url(at('manifest.json'))}: bad event uuid {uuid!r}")
             name = at(f"{uuid}.json")
             doc = _json(read_location(loc, ctx, name), name)
             yield from _document(doc, name)
@@ -262,7 +437,7 @@ def _document(doc: object, where: str) -> Iterator[Attribute]:
     try:
         yield from attributes_from_document(doc)
     except ValueError as exc:
-        raise SourceError("InvalidExport", f"{where}: {exc}") from None
+        raise SourceError("InvalidExport", f"{safe_url(where)}: {exc}") from None
 
 
 def fetch_file(feed: Feed, ctx: FetchContext) -> Iterator[Attribute]:
@@ -280,7 +455,7 @@ def fetch_text(feed: Feed, ctx: FetchContext, rejected: Counter[str]) -> Iterato
     try:
         body = read_location(text.location, ctx).decode("utf-8")
     except UnicodeDecodeError:
-        raise SourceError("InvalidText", f"{text.location.url}: not UTF-8 text") from None
+        raise SourceError("InvalidText", f"{safe_url(text.location.url)}: not UTF-8 text") from None
     return attributes_from_text(body, text.types, text.min_score, rejected)
 
 

@@ -378,14 +378,33 @@ class Feed:
     """The parsed spec."""
 
     @property
-    def rule_prefix(self) -> str:
-        """``misp_<feed>_`` with the name made identifier-safe."""
-        return "misp_" + self.name.replace("-", "_").replace(".", "_") + "_"
+    def ref(self) -> str:
+        """``<namespace>/<name>``: the feed's identity in rule output, tags, logs and metrics."""
+        return f"{self.namespace}/{self.name}"
 
     @property
     def config_map_prefix(self) -> str:
-        """Prefix of the ConfigMap names (and rules file names)."""
-        return self.spec.falco.config_map_prefix or f"misp-{self.name}"
+        """Prefix of the ConfigMap names (and rules file names): ``falco.configMapPrefix``, default
+        ``misp-<namespace>-<name>`` (at most 5 + 63 + 1 + 47 = 116 characters, so ``<prefix>-<shard>`` stays a
+        valid ConfigMap name and key), so same-named feeds of two namespaces never share ConfigMaps."""
+        return self.spec.falco.config_map_prefix or f"misp-{self.namespace}-{self.name}"
+
+    @property
+    def rule_prefix(self) -> str:
+        """Prefix of every Falco list, macro and rule name: the ConfigMap prefix with ``-`` -> ``_``, plus ``_``.
+
+        A prefix holds only ``[a-z0-9-]`` (never ``_`` or ``.``: see ``_PREFIX``), so the mapping is injective and
+        shard ``n``'s names (``<rule_prefix><n>_...``) are unique exactly when its ConfigMap names are unique in one
+        Falco namespace, which the operator enforces (it never overwrites another feed's ConfigMap). Falco keeps
+        the last definition of a name, so two feeds sharing names would silently lose one feed's indicators.
+        """
+        return self.config_map_prefix.replace("-", "_") + "_"
+
+    @property
+    def tag(self) -> str:
+        """The Falco tag on every rule of the feed: ``misp_feed:<namespace>/<name>`` (a ``/`` never occurs in
+        ``falco.tags``, so no spec can forge another feed's tag)."""
+        return f"misp_feed:{self.ref}"
 
 
 class _Reader:
@@ -658,6 +677,34 @@ def _filters(r: _Reader, *, server_side: bool) -> tuple[FilterSet, ...]:
     return tuple(groups)
 
 
+#: ``spec.filters`` fields, in the order they are checked.
+FILTER_FIELDS = (
+    "types", "orgs", "categories", "tags", "toIds", "published", "minThreatLevel", "maxAge", "publishedWithin",
+    "enforceWarninglist", "excludeDecayed", "anyOf",
+)  # fmt: skip
+#: ``spec.filters`` fields a ``source.text`` feed refuses (all of them): a line carries a value and maybe a score,
+#: none of the MISP metadata (org, tags, category, to_ids, event, timestamps) these select on. Its types are
+#: ``spec.source.text.types``; ``spec.exclusions`` and ``spec.limits`` apply to every source.
+TEXT_UNSUPPORTED_FILTERS = FILTER_FIELDS
+
+
+def _text_filters(r: _Reader, text: TextList) -> tuple[FilterSet, ...]:
+    """A text list's filters: none may be set (each would be silently void); the one set is its types."""
+    for key in TEXT_UNSUPPORTED_FILTERS:
+        if not r.has(key):
+            continue
+        if key == "types":
+            raise SpecError(r.at(key), "a text list's types are set in spec.source.text.types (each line stands "
+                            "for every type listed there)")  # fmt: skip
+        if key in ("enforceWarninglist", "excludeDecayed"):
+            raise SpecError(r.at(key), "needs source.misp: only a MISP server knows warninglists and decay models")
+        raise SpecError(r.at(key), "cannot apply to source.text: a plain list carries values (and a score, see "
+                        "minScore), none of the MISP metadata this filter selects on; use spec.exclusions, spec.limits "
+                        "or a MISP source")  # fmt: skip
+    r.done()
+    return (FilterSet(types=text.types, to_ids=None),)
+
+
 def parse_network(value: str, path: str) -> IPNetwork:
     """An address or CIDR from the spec (host bits are an error here: the user wrote it)."""
     try:
@@ -749,6 +796,8 @@ def _falco(r: _Reader) -> FalcoTarget:
     return target
 
 
+# configMapPrefix: a DNS label of at most 48 characters, no `.` or `_`: Feed.rule_prefix maps `-` to `_`, which
+# must stay injective (rule names are unique exactly when ConfigMap names are).
 _PREFIX = re.compile(r"^[a-z0-9]([-a-z0-9]{0,46}[a-z0-9])?$")
 
 
@@ -827,7 +876,9 @@ def parse_spec(spec: object, path: str = "spec") -> FeedSpec:
     refresh.done()
     parsed = FeedSpec(
         source=source,
-        filters=_filters(r.child("filters"), server_side=source.misp is not None),
+        filters=_text_filters(r.child("filters"), source.text)
+        if source.text is not None
+        else _filters(r.child("filters"), server_side=source.misp is not None),
         exclusions=_exclusions(r.child("exclusions")),
         limits=_limits(r.child("limits")),
         falco=_falco(r.child("falco")),

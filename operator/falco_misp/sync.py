@@ -45,7 +45,7 @@ from falco_misp.manifests import (
     owner_labels,
 )
 from falco_misp.pipeline import RenderResult, render_feed
-from falco_misp.sources import FetchContext
+from falco_misp.sources import DEFAULT_MAX_RESPONSE_BYTES, FetchContext
 from falco_misp.spec import API_GROUP, API_VERSION, KIND, Feed, Rollout, parse_feed
 from falco_misp.status import (
     CURRENT_GENERATION,
@@ -392,41 +392,78 @@ def _roll_out(kube: KubeClient, feed: Feed, desired_hash: str, previous: Rollout
 
 
 # ------------------------------------------------------------------------------------------------ services
-def sync_feed(kube: KubeClient, obj: FeedObject, now: datetime, *, provenance: bool = False) -> SyncOutcome:
+@dataclass(frozen=True)
+class SyncOptions:
+    """How the operator runs, as far as one sync cares (operator-wide, not per feed)."""
+
+    provenance: bool = False
+    """Alerts are matched (``falco-misp run --alerts-port``): for a feed with ``spec.reporting`` on, index where each
+    fetched value came from (``outcome.reporting``)."""
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
+    """The largest answer read from a source (``--max-response-bytes``)."""
+    key_problem: str | None = None
+    """Why MISP refuses this feed's reports (its API key was rejected), from the sightings reporter; None: fine."""
+
+
+def sync_feed(kube: KubeClient, obj: FeedObject, now: datetime, options: SyncOptions = SyncOptions()) -> SyncOutcome:
     """Fetch, render and apply one feed; the outcome holds the new status whatever happened.
 
-    ``provenance``: alerts are being matched (``falco-misp run --alerts-port``): for a feed with
-    ``spec.reporting`` on, index where each fetched value came from (``outcome.reporting``). The ``Reporting``
-    condition says whether a feed that asks for reporting gets it.
+    The ``Reporting`` condition says whether a feed that asks for reporting gets it.
     """
     try:
         feed = parse_feed_object(obj)
     except SpecError as exc:
         return _failed(obj, now, "InvalidSpec", str(exc), failure=Failure.PERMANENT)
-    outcome = _sync_parsed(kube, obj, feed, now, provenance=provenance)
-    reporting = reporting_condition(feed, endpoint=provenance)
+    outcome = _sync_parsed(kube, obj, feed, now, options)
     status = dict(outcome.status)
-    status["conditions"] = build_conditions(
-        status.get("conditions"), [reporting] if reporting else [], now, obj.generation,
-        remove=() if reporting else (REPORTING,),
-    )  # fmt: skip
+    status["conditions"] = with_reporting(status, feed, now, obj.generation, options)
     return dataclasses.replace(outcome, status=status)
 
 
-def reporting_condition(feed: Feed, *, endpoint: bool) -> Condition | None:
+def reporting_condition(feed: Feed, options: SyncOptions) -> Condition | None:
     """Whether the alerts of a feed with ``spec.reporting`` on can reach MISP (None: reporting off)."""
     if not feed.spec.reporting.enabled:
         return None
-    if not endpoint:
+    if not options.provenance:
         return Condition(
             REPORTING, False, "AlertEndpointOff",
             "spec.reporting is on but the operator runs without --alerts-port (Helm chart: alerts.enabled=true): "
             "no Falco alert of this feed reaches MISP",
         )  # fmt: skip
+    if options.key_problem:
+        return Condition(REPORTING, False, "KeyRejected", options.key_problem)
     return Condition(REPORTING, True, "AlertEndpointOn", "Falco alerts posted to the operator are reported to MISP")
 
 
-def _sync_parsed(kube: KubeClient, obj: FeedObject, feed: Feed, now: datetime, *, provenance: bool) -> SyncOutcome:
+def with_reporting(
+    status: Mapping[str, Any], feed: Feed, now: datetime, generation: int, options: SyncOptions
+) -> list[dict[str, Any]]:
+    """The conditions with ``Reporting`` as ``options`` make it (removed when reporting is off)."""
+    reporting = reporting_condition(feed, options)
+    return build_conditions(
+        status.get("conditions"), [reporting] if reporting else [], now, generation,
+        remove=() if reporting else (REPORTING,),
+    )  # fmt: skip
+
+
+def refresh_reporting(obj: FeedObject, now: datetime, options: SyncOptions) -> SyncOutcome | None:
+    """A timer step between syncs: the ``Reporting`` condition updated (MISP began or stopped refusing the key);
+    None when it is unchanged."""
+    try:
+        feed = parse_feed_object(obj)
+    except SpecError:
+        return None
+    wanted = reporting_condition(feed, options)
+    have = condition(obj.status, REPORTING)
+    if wanted is None or (
+        have is not None and (have.get("status"), have.get("reason")) == (str(wanted.status), wanted.reason)
+    ):
+        return None
+    status = {**obj.status, "conditions": with_reporting(obj.status, feed, now, obj.generation, options)}
+    return SyncOutcome(status=status, synced=False)
+
+
+def _sync_parsed(kube: KubeClient, obj: FeedObject, feed: Feed, now: datetime, options: SyncOptions) -> SyncOutcome:
     try:
         secrets = resolve_secrets(kube, feed)
     except KubeError as exc:
@@ -434,8 +471,13 @@ def _sync_parsed(kube: KubeClient, obj: FeedObject, feed: Feed, now: datetime, *
     fingerprint = secrets.fingerprint
     try:
         with _ca_file(secrets.ca_bundle) as ca_path:
-            ctx = FetchContext(now=int(now.timestamp()), auth_key=secrets.auth_key, ca_bundle=ca_path)
-            index = _index_builder(feed, secrets) if provenance else None
+            ctx = FetchContext(
+                now=int(now.timestamp()),
+                auth_key=secrets.auth_key,
+                ca_bundle=ca_path,
+                max_response_bytes=options.max_response_bytes,
+            )
+            index = _index_builder(feed, secrets) if options.provenance else None
             result = render_feed(feed, ctx, observe=index.add if index is not None else None)
     except SourceError as exc:
         return _failed(

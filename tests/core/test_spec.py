@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from falco_misp import spec as spec_module
 from falco_misp.errors import SpecError
 from falco_misp.spec import DEFAULT_SHARD_BYTES, Direction, Rollout, parse_feed, parse_spec
 from helpers import feed
@@ -28,7 +29,8 @@ def test_defaults() -> None:
     assert s.falco.rollout is Rollout.RESTART and s.falco.domains is False
     assert s.falco.shard_bytes == DEFAULT_SHARD_BYTES
     assert s.refresh_seconds == 3600
-    assert f.rule_prefix == "misp_test_" and f.config_map_prefix == "misp-test"
+    assert f.rule_prefix == "misp_ns_test_" and f.config_map_prefix == "misp-ns-test"
+    assert (f.ref, f.tag) == ("ns/test", "misp_feed:ns/test")
 
 
 def test_full_misp_spec() -> None:
@@ -123,4 +125,56 @@ def test_manifest_checks() -> None:
     with pytest.raises(SpecError, match=r"metadata\.name"):
         parse_feed({"metadata": {"name": "Bad_Name"}, "spec": {"source": {"file": {"url": "x"}}}})
     f = parse_feed({"metadata": {"name": "a-b.c"[:3]}, "spec": {"source": {"file": {"url": "x"}}}, "status": {}})
-    assert f.rule_prefix == "misp_a_b_"
+    assert f.rule_prefix == "misp_default_a_b_"
+
+
+# ------------------------------------------------------------------ text lists take no filters (issue 11 item 1)
+TEXT = {"text": {"url": "https://lists.example/ipsum.txt", "types": ["ip-dst", "domain"], "minScore": 3}}
+# one value per spec.filters field; every one of them is refused on a text list
+TEXT_FILTER_VALUES: dict[str, Any] = {
+    "types": ["ip-dst"],
+    "orgs": ["CIRCL"],
+    "categories": ["Network activity"],
+    "tags": {"none": ["tlp:red"]},
+    "toIds": True,
+    "published": True,
+    "minThreatLevel": "high",
+    "maxAge": "30d",
+    "publishedWithin": "7d",
+    "enforceWarninglist": True,
+    "excludeDecayed": True,
+    "anyOf": [{"orgs": ["CIRCL"]}],
+}
+
+
+def test_every_filter_field_is_listed_as_unsupported_on_text() -> None:
+    assert set(TEXT_FILTER_VALUES) == set(spec_module.FILTER_FIELDS) == set(spec_module.TEXT_UNSUPPORTED_FILTERS)
+    for key, value in TEXT_FILTER_VALUES.items():  # each name is a real filter field (a MISP source takes it)
+        parse_spec({"source": MISP, "filters": {key: value}})
+
+
+@pytest.mark.parametrize(("key", "value"), TEXT_FILTER_VALUES.items(), ids=list(TEXT_FILTER_VALUES))
+def test_text_lists_refuse_filters_naming_the_field(key: str, value: Any) -> None:
+    with pytest.raises(SpecError) as caught:
+        parse_spec({"source": TEXT, "filters": {key: value}})
+    assert caught.value.field == f"spec.filters.{key}"
+    hint = {"types": "spec.source.text.types", "enforceWarninglist": "needs source.misp",
+            "excludeDecayed": "needs source.misp"}.get(key, "cannot apply to source.text")  # fmt: skip
+    assert hint in caught.value.message
+
+
+def test_text_list_filters_are_its_types() -> None:
+    for filters in (None, {}, {"toIds": None}):
+        spec = parse_spec({"source": TEXT, **({} if filters is None else {"filters": filters})})
+        assert len(spec.filters) == 1
+        only = spec.filters[0]
+        assert only.types == ("ip-dst", "domain") and only.to_ids is None and not only.orgs and not only.tags
+        assert spec.types == frozenset({"ip-dst", "domain"})
+    with pytest.raises(SpecError, match=r"spec\.filters\.typo: unknown field"):
+        parse_spec({"source": TEXT, "filters": {"typo": 1}})
+
+
+def test_exported_and_static_feeds_still_take_local_filters() -> None:
+    for source in ({"file": {"url": "x.json"}}, {"mispFeed": {"url": "https://feeds.example/circl/"}}):
+        spec = parse_spec({"source": source, "filters": {"orgs": ["CIRCL"], "tags": {"any": ["tlp:white"]}}})
+        assert spec.filters[0].orgs == ("CIRCL",) and spec.filters[0].tags.any == ("tlp:white",)

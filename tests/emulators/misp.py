@@ -18,8 +18,13 @@ What it serves (everything JSON is shaped after MISP 2.5, see ``<shared>/referen
 
 Every request is recorded in :attr:`MispEmulator.requests`. A :class:`Fault` set on
 :attr:`MispEmulator.fault` makes the server misbehave: refuse connections, answer too late, answer an
-HTTP error, answer non-JSON, or cut the body short — optionally only after N successful data requests,
-so that a fault can hit page 2 of a paged fetch.
+HTTP error, answer non-JSON, cut the body short, answer a JSON of its choosing (a MISP-compatible server
+that answers PyMISP's start-up calls without the keys PyMISP expects), or stream a huge body — optionally
+only after N successful data requests, so that a fault can hit page 2 of a paged fetch.
+
+Settings for servers that are not quite MISP (issue 11): :attr:`MispEmulator.paging` makes restSearch ignore
+``page`` (or ``page`` and ``limit``), :attr:`MispEmulator.result_count` drops the ``X-Result-Count`` header, and
+:attr:`MispEmulator.auth_failure_status` answers a wrong key with 401 instead of MISP's 403.
 
 Reference data is never copied into the repository: :meth:`MispEmulator.load_reference` reads it from
 the shared directory (``$FALCO_MISP_SHARED`` or ``<repo root>/../shared``).
@@ -54,6 +59,7 @@ __all__ = [
     "Fault",
     "FaultKind",
     "MispEmulator",
+    "Paging",
     "RecordedRequest",
     "iter_reference_events",
     "reference_dir",
@@ -153,6 +159,16 @@ class FaultKind(enum.StrEnum):
     STATUS = "status"  # an HTTP error status with MISP's JSON error body
     INVALID_JSON = "invalid_json"  # 200 with a body that is not JSON
     TRUNCATED = "truncated"  # 200, Content-Length larger than what is sent, then the connection closes
+    JSON = "json"  # `status_code` with the JSON `body` given (e.g. an answer without the keys PyMISP expects)
+    LARGE_BODY = "large_body"  # 200, `size` bytes of `body` repeated, streamed (chunked unless `declare_length`)
+
+
+class Paging(enum.StrEnum):
+    """How restSearch treats ``page`` and ``limit`` (:attr:`MispEmulator.paging`)."""
+
+    HONOUR = "honour"  # like MISP: `limit` rows of page `page`, over ascending attribute id
+    IGNORE_PAGE = "ignore_page"  # `limit` applies, `page` does not: every page is page 1
+    IGNORE = "ignore"  # neither: every page holds every match
 
 
 @dataclass(frozen=True)
@@ -170,6 +186,9 @@ class Fault:
     delay: float = 5.0
     after_requests: int = 0
     paths: tuple[str, ...] = ()
+    body: bytes = b""  # JSON: the answer; LARGE_BODY: the piece repeated
+    size: int = 0  # LARGE_BODY: bytes sent in all (when the client reads them all)
+    declare_length: bool = False  # LARGE_BODY: send Content-Length (else chunked transfer encoding)
 
     @classmethod
     def refused(cls, *, after_requests: int = 0, paths: tuple[str, ...] = ()) -> Fault:
@@ -190,6 +209,29 @@ class Fault:
     @classmethod
     def truncated(cls, *, after_requests: int = 0, paths: tuple[str, ...] = ()) -> Fault:
         return cls(FaultKind.TRUNCATED, after_requests=after_requests, paths=paths)
+
+    @classmethod
+    def json(cls, payload: Any, status: int = 200, *, after_requests: int = 0, paths: tuple[str, ...] = ()) -> Fault:
+        """Answer ``payload`` (any JSON value) with ``status``: MISP-compatible servers answering oddly."""
+        body = json.dumps(payload).encode("utf-8")
+        return cls(FaultKind.JSON, status_code=status, body=body, after_requests=after_requests, paths=paths)
+
+    @classmethod
+    def large_body(
+        cls,
+        size: int,
+        piece: bytes = b"45.0.0.1\n",
+        *,
+        declare_length: bool = False,
+        after_requests: int = 0,
+        paths: tuple[str, ...] = (),
+    ) -> Fault:
+        """A 200 answer of ``size`` bytes (``piece`` repeated), streamed as the client reads it.
+
+        The bytes actually written before the client hung up are in :attr:`MispEmulator.large_body_sent`.
+        """
+        return cls(FaultKind.LARGE_BODY, body=piece, size=size, declare_length=declare_length,
+                   after_requests=after_requests, paths=paths)  # fmt: skip
 
     def applies_to(self, path: str) -> bool:
         return not self.paths or any(path.startswith(prefix) for prefix in self.paths)
@@ -261,6 +303,11 @@ class MispEmulator:
         # unless includeContext is set. By default the emulator adds published, publish_timestamp,
         # threat_level_id, distribution and Orgc; True makes it answer exactly like MISP 2.5.
         self.minimal_event_context = False
+        # Servers that are not quite MISP (issue 11): paging ignored, no X-Result-Count, 401 for a wrong key.
+        self.paging = Paging.HONOUR
+        self.result_count = True
+        self.auth_failure_status = 403  # what MISP answers a wrong, expired or revoked key
+        self.large_body_sent: list[int] = []  # LARGE_BODY faults: bytes written per answer, until the client left
 
         self._lock = threading.RLock()
         self._stopping = threading.Event()
@@ -578,8 +625,8 @@ class MispEmulator:
                 self._search_cache = {key: (self._data_version, matches)}
             count = len(matches)
             limit = _as_int(params.get("limit"), "limit")
-            if limit:
-                page = max(_as_int(params.get("page"), "page") or 1, 1)
+            if limit and self.paging is not Paging.IGNORE:
+                page = max(_as_int(params.get("page"), "page") or 1, 1) if self.paging is Paging.HONOUR else 1
                 matches = matches[(page - 1) * limit : page * limit]
             if _truthy(params.get("enforceWarninglist")):
                 matches = [s for s in matches if not self._on_warninglist(s.attribute)]
@@ -1059,6 +1106,10 @@ class MispEmulator:
             _send(handler, _error_response(fault.status_code, record.path))
         elif fault.kind is FaultKind.INVALID_JSON:
             _send(handler, _Response(200, INVALID_JSON_BODY))
+        elif fault.kind is FaultKind.JSON:
+            _send(handler, _Response(fault.status_code, fault.body))
+        elif fault.kind is FaultKind.LARGE_BODY:
+            self._send_large(handler, fault)
         elif fault.kind is FaultKind.TRUNCATED:
             response = self._route(record)
             body = response.body if len(response.body) > 1 else response.body + b" " * 64
@@ -1074,6 +1125,35 @@ class MispEmulator:
                 pass
             _shutdown(handler.connection)
 
+    def _send_large(self, handler: _Handler, fault: Fault) -> None:
+        """Stream ``fault.size`` bytes of ``fault.body`` repeated; stop when the client hangs up (or we stop)."""
+        piece = fault.body or b" "
+        block = piece * max(1, (64 * 1024) // len(piece))
+        sent = 0
+        handler.close_connection = True
+        try:
+            handler.send_response(200)
+            handler.send_header("Content-Type", "application/json" if piece.lstrip()[:1] in b"{[" else "text/plain")
+            if fault.declare_length:
+                handler.send_header("Content-Length", str(fault.size))
+            else:
+                handler.send_header("Transfer-Encoding", "chunked")
+            handler.send_header("Connection", "close")
+            handler.end_headers()
+            while sent < fault.size and not self._stopping.is_set():
+                chunk = block[: fault.size - sent]
+                handler.wfile.write(chunk if fault.declare_length else b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                sent += len(chunk)
+            if not fault.declare_length:
+                handler.wfile.write(b"0\r\n\r\n")
+            handler.wfile.flush()
+        except OSError:
+            pass
+        finally:
+            with self._lock:
+                self.large_body_sent.append(sent)
+            _shutdown(handler.connection)
+
     def _route(self, request: RecordedRequest) -> _Response:
         path, method = request.path, request.method
         if path.startswith("/feed/") and method in {"GET", "HEAD"}:
@@ -1084,7 +1164,7 @@ class MispEmulator:
                 return _Response(404, b"404 Not Found\n", "text/plain")
             return _Response(200, text.encode("utf-8"), "text/plain; charset=utf-8")
         if request.headers.get("Authorization") != self.api_key:
-            return _error_response(403, path)
+            return _error_response(self.auth_failure_status, path)
 
         endpoint = path.removesuffix(".json").rstrip("/")
         if method == "GET" and endpoint == "/servers/getVersion":
@@ -1132,7 +1212,8 @@ class MispEmulator:
         except _SearchError as error:
             return _error_response(error.status, request.path, error.message)
         response = _json_response(200, {"response": {"Attribute": attributes}})
-        response.headers["X-Result-Count"] = str(count)
+        if self.result_count:
+            response.headers["X-Result-Count"] = str(count)
         response.headers["X-Response-Format"] = "json"
         return response
 

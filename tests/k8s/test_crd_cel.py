@@ -100,9 +100,13 @@ FAILING: dict[tuple[str, int], list[tuple[dict[str, Any], str]]] = {
     ("", 0): [(doc({}, name="a" * 48), ""), (doc({}, name="misp.feed"), ""), (doc({}, name="Feed"), "")],
     (".spec", 0): [
         (doc({"filters": {"enforceWarninglist": True}}), ".spec.filters"),
-        (doc({"source": {"text": {"url": "l"}}, "filters": {"excludeDecayed": True}}), ".spec.filters"),
+        (doc({"source": {"mispFeed": {"url": "f"}}, "filters": {"excludeDecayed": True}}), ".spec.filters"),
     ],
     (".spec", 1): [
+        (doc({"source": {"text": {"url": "l"}}, "filters": {f: v}}), ".spec.filters")
+        for f, v in (("orgs", ["CIRCL"]), ("toIds", True), ("types", ["ip-dst"]), ("maxAge", "30d"))
+    ],
+    (".spec", 2): [
         (doc({"reporting": {"sightings": {"enabled": True}}}), ".spec.reporting"),
         (doc({"source": {"mispFeed": {"url": "f"}}, "reporting": {"events": {"enabled": True}}}), ".spec.reporting"),
     ],
@@ -261,7 +265,7 @@ def test_each_rule_rejects_its_crafted_feeds_with_its_message(
 def test_rules_run_only_where_their_node_is_present_after_defaulting() -> None:
     evaluated: set[tuple[str, int]] = set()
     assert rule_failures(apply_defaults(doc({}), SCHEMA), SCHEMA, evaluated) == []
-    assert evaluated == {("", 0), (".spec", 0), (".spec", 1), (".spec.source", 0)}
+    assert evaluated == {("", 0), (".spec", 0), (".spec", 1), (".spec", 2), (".spec.source", 0)}
     evaluated.clear()
     assert rule_failures(apply_defaults(doc({"refresh": {}, "limits": {}}), SCHEMA), SCHEMA, evaluated) == []
     assert {(".spec.refresh.interval", 0), (".spec.limits.expandPrefixV4", 0)} <= evaluated  # defaulted 1h, 0

@@ -13,7 +13,13 @@ def test_run_defaults_to_all_namespaces_with_liveness() -> None:
     assert args.func is run_operator
     assert (args.namespaces, args.all_namespaces, args.log_format) == ([], False, "full")
     assert args.liveness == DEFAULT_LIVENESS
-    assert args.peering is None
+
+
+def test_run_promises_no_leader_election(capsys: pytest.CaptureFixture[str]) -> None:
+    # One replica, standalone: the chart has no peering CRDs or RBAC, so the CLI must not offer --peering.
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["run", "--peering", "x"])
+    assert "unrecognized arguments: --peering" in capsys.readouterr().err
 
 
 def test_run_options() -> None:

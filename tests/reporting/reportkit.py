@@ -68,7 +68,7 @@ def reporting_feed(
 def falco_alert(
     remote: str = "45.0.0.7",
     *,
-    rule: str = f"misp_intel_0 {OUTBOUND}",
+    rule: str = f"misp_security_intel_0 {OUTBOUND}",
     tags: list[str] | None = None,
     hostname: str = "node-1",
     time: str = ALERT_TIME,
@@ -98,7 +98,7 @@ def falco_alert(
         "priority": "Warning",
         "rule": rule,
         "source": "syscall",
-        "tags": ["misp", "misp_intel", "mitre_command_and_control", "network"] if tags is None else tags,
+        "tags": ["misp", "misp_feed:security/intel", "mitre_command_and_control", "network"] if tags is None else tags,
         "time": time,
         "output_fields": output_fields,
     }

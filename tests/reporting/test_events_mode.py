@@ -58,7 +58,7 @@ async def test_daily_event_is_created_then_appended(misp: MispEmulator) -> None:
         assert uuid_of(42, 0) in attr["comment"] and "node node-1" in attr["comment"]
         assert stack.sighted() == []  # sightings are off for this feed
 
-        await stack.post(falco_alert("46.0.0.1", rule="misp_intel_0 inbound connection from a listed address"))
+        await stack.post(falco_alert("46.0.0.1", rule="misp_security_intel_0 inbound connection from a listed address"))
         await wait_for(lambda: len(misp.event_view(event_uuid)["Event"]["Attribute"]) == 2, what="appended")
         assert attribute_adds(misp) == ["/events/add", f"/attributes/add/{event_uuid}"]
         # the same address again, after the dedup window: still once in the day's event
@@ -77,7 +77,7 @@ async def test_daily_event_is_created_then_appended(misp: MispEmulator) -> None:
     # a restarted operator (nothing in memory) finds the day's event and appends to it
     stack = await make_stack(misp, sightings={"enabled": True}, events={**EVENTS, "published": True})
     try:
-        await stack.post(falco_alert("45.1.0.5", rule="misp_intel_0 outbound connection to a listed network"))
+        await stack.post(falco_alert("45.1.0.5", rule="misp_security_intel_0 outbound connection to a listed network"))
         await wait_for(lambda: len(misp.event_view(event_uuid)["Event"]["Attribute"]) == 3, what="appended again")
         await wait_for(lambda: misp.event_view(event_uuid)["Event"]["published"], what="published")
         assert sum(e["uuid"] == event_uuid for e in misp.events) == 1

@@ -120,7 +120,7 @@ async def test_falco_and_falcosidekick_alerts_each_give_one_sighting(stack: Stac
     assert request.path == f"/sightings/add/{uuid_of(42, 0)}"  # by attribute uuid, not by value
     assert request.json == {"type": "0", "source": "prod/node-1", "timestamp": ALERT_EPOCH}
 
-    await stack.post(sidekick_alert("46.0.0.1", rule="misp_intel_0 inbound connection from a listed address",
+    await stack.post(sidekick_alert("46.0.0.1", rule="misp_security_intel_0 inbound connection from a listed address",
                                     hostname="node-2"))  # fmt: skip
     await wait_for(lambda: len(stack.sighted()) == 2, what="second sighting")
     assert stack.sighted()[1] == (uuid_of(42, 2), "prod/node-2", str(ALERT_EPOCH))
@@ -154,7 +154,7 @@ async def test_duplicates_within_the_window_give_no_sighting(stack: Stack) -> No
 
 
 async def test_a_cidr_hit_is_sighted_on_its_cidr_attribute(stack: Stack) -> None:
-    await stack.post(falco_alert("45.1.0.99", rule="misp_intel_0 outbound connection to a listed network"))
+    await stack.post(falco_alert("45.1.0.99", rule="misp_security_intel_0 outbound connection to a listed network"))
     await wait_for(stack.sighted, what="sighting")
     assert [s[0] for s in stack.sighted()] == [uuid_of(42, 1)]
     await wait_for(lambda: stack.notices, what="notice")
@@ -168,7 +168,9 @@ async def test_alerts_that_are_not_ours_are_ignored(stack: Stack) -> None:
         await stack.post(falco_alert("45.0.0.7", rule="Outbound Connection to C2 Servers", tags=["network"])),
         await stack.post(
             falco_alert(
-                "45.0.0.7", rule="misp_other_0 outbound connection to a listed address", tags=["misp", "misp_other"]
+                "45.0.0.7",
+                rule="misp_other_0 outbound connection to a listed address",
+                tags=["misp", "misp_feed:security/other"],
             )
         ),
         await stack.post(falco_alert("45.9.9.9")),
@@ -223,3 +225,47 @@ async def test_a_sighting_misp_refuses_is_dropped_not_retried(stack: Stack) -> N
     assert stack.metric("falco_misp_sightings_failed_total", reason="HTTP403") == 1
     attempts = [r for r in stack.misp.requests if r.path.startswith("/sightings/add")]
     assert len(attempts) == 1
+
+
+@pytest.mark.parametrize(
+    ("status", "client_exists"), [(403, True), (401, True), (403, False)],
+    ids=["403-authentication-failed", "401", "403-before-the-first-sighting"],
+)  # fmt: skip
+async def test_a_rejected_key_keeps_reports_until_a_sync_brings_the_new_one(
+    misp: MispEmulator, status: int, client_exists: bool
+) -> None:
+    """An expired or rotated key (issue 11 item 8): reports stay queued (within the bound), the feed says it waits
+    for a key, and the sync that brings the new key sends them at once (the old key's backoff is 30 s)."""
+    config = ReporterConfig(cluster="prod", max_queue=2, retry_base_seconds=30, retry_max_seconds=60)
+    stack = await make_stack(misp, config)
+    reporter = stack.reporter
+    try:
+        if client_exists:
+            await stack.post(falco_alert("45.0.0.7"))
+            await wait_for(lambda: len(stack.sighted()) == 1, what="first sighting")
+        misp.auth_failure_status, misp.api_key = status, "rotated-key-0123456789"
+        await stack.post([falco_alert(f"45.2.0.{i}") for i in (1, 2, 3)])  # the queue holds two
+        await wait_for(lambda: stack.metric("falco_misp_sightings_auth_failures_total", feed="security/intel") >= 1,
+                       what="the key refused")  # fmt: skip
+        assert reporter.dropped == {"queue_full": 1} and reporter.pending == 2
+        state = reporter.key_rejected("security", "intel")
+        assert state is not None and state.waiting == 2 and state.since > 0
+        assert "rejected the API key" in state.message and "2 reports" in state.message
+        assert stack.metric("falco_misp_sightings_waiting_for_key", feed="security/intel") == 2
+        assert stack.metric("falco_misp_sightings_failed_total", reason="Unauthorized") >= 1
+        assert reporter.key_rejected("security", "other") is None
+
+        synced = synced_feed(misp.url, misp.api_key, emulator_feed(misp.url))  # the Secret now holds the new key
+        reporter.update_feed("security", "intel", synced)
+        await wait_for(lambda: len(stack.sighted()) == (3 if client_exists else 2), timeout=10, what="sent")
+        await wait_for(lambda: reporter.pending == 0, what="queue drained")
+        assert [s[0] for s in stack.sighted()[-2:]] == [uuid_of(42, 3), uuid_of(42, 4)]  # in order
+        assert reporter.key_rejected("security", "intel") is None
+        assert stack.metric("falco_misp_sightings_waiting_for_key", feed="security/intel") == 0
+        assert reporter.dropped == {"queue_full": 1}
+        sent = [r for r in misp.requests if r.path.startswith("/sightings/add")][-2:]
+        assert {r.headers.get("Authorization") for r in sent} == {"rotated-key-0123456789"}
+    finally:
+        await stack.session.close()
+        await stack.intake.stop()
+        await reporter.stop()
