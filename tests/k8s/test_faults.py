@@ -34,7 +34,7 @@ from kubetest import (
 )
 from prometheus_client import generate_latest
 
-from emulators.misp import Fault, MispEmulator
+from emulators.misp import Fault, MispEmulator, Paging
 from falco_misp.metrics import Metrics
 from helpers import misp_event
 from k8s.crdcheck import load_crd, schema_of, validate
@@ -185,3 +185,36 @@ async def test_reporting_without_the_alert_endpoint_is_said(
             lambda: (s := status_of(kmock, "sec", "intel")).get("observedGeneration") == 2 and not cond(s, "Reporting"),
             what="condition removed",
         )
+
+
+async def test_unbounded_answers_fail_the_fetch_and_keep_the_rules(
+    kmock: kmock.KubernetesEmulator, misp: MispEmulator, clock: FakeClock
+) -> None:
+    misp.add_event(misp_event(1, ip_attrs(ips(30))))
+    await create(kmock, daemonset_body())
+    await create(kmock, secret_body("misp-auth", "sec", misp.api_key))
+
+    async with running_operator(kmock, clock, tuning={"max_response_bytes": 64 * 1024}):
+        spec = misp_spec(misp)
+        spec["source"]["misp"]["pageSize"] = 10
+        await create(kmock, feed_body("intel", "sec", spec))
+        status = await eventually(lambda: (s := status_of(kmock, "sec", "intel")) and "rulesHash" in s and s)
+        applied = configmaps(kmock, "falco")[status["configMaps"][0]]
+
+        misp.paging = Paging.IGNORE  # every page holds every match: paged forever before
+        clock.advance(hours=2)
+        degraded = await eventually(
+            lambda: (c := cond(status_of(kmock, "sec", "intel"), "Degraded")).get("status") == "True" and c
+        )
+        assert degraded["reason"] == "SourceFailed" and "PagingIgnored" in degraded["message"]
+
+        misp.paging = Paging.HONOUR
+        misp.fault = Fault.large_body(256 * 1024)  # four times the operator's --max-response-bytes
+        await eventually(
+            lambda: "ResponseTooLarge" in cond(status_of(kmock, "sec", "intel"), "Degraded")["message"],
+            what="body cap",
+        )
+        status = status_of(kmock, "sec", "intel")
+        assert cond(status, "Ready")["reason"] == "LastGoodRules"
+        assert status["indicators"]["total"] == 30
+        assert configmaps(kmock, "falco")[status["configMaps"][0]] == applied
