@@ -5,11 +5,15 @@ MISP which of its attributes was seen. Everything here is pure and fast, so it r
 
 - :func:`parse_alerts` reads Falco's JSON alert and Falcosidekick's webhook body (the same fields; Sidekick adds a
   ``uuid``) into frozen :class:`Alert` values, keeping only the output fields matching needs;
-- :func:`parse_rule` recognises our rule names (``misp_<feed>_<n> outbound connection to a listed address``...);
-  an alert whose tags are present must also carry ``misp_<feed name>`` (:data:`render.BASE_TAGS` + feed tag);
+- :func:`parse_rule` recognises our rule names (``<rule prefix><n> outbound connection to a listed address``...,
+  the prefix being the feed's ConfigMap prefix with ``_`` for ``-``: ``misp_<namespace>_<name>`` by default);
+  an alert whose tags are present must also carry the feed's tag ``misp_feed:<namespace>/<name>``
+  (:attr:`Feed.tag`), which tells apart two feeds whose rules share a prefix in two Falco namespaces;
 - :class:`ProvenanceIndex`, built by :class:`IndexBuilder` from the attributes a sync fetched (the pipeline's
   ``observe`` hook), maps the remote address of the connection (``fd.sip`` outbound, ``fd.cip`` inbound) back to
-  every attribute that lists it, a CIDR attribute included when the address lies inside it; domains likewise;
+  every attribute that lists it, a CIDR attribute included when the address lies inside it; domains likewise.
+  Attribute values and alert fields are read by the indicator builder's own readers (``values.parse_ip``,
+  ``values.normalise_domain``), so an internationalised domain is punycode on both sides;
 - :func:`match_alert` puts these together against a :class:`FeedRegistry` (rule prefix -> feeds, from the last
   successful syncs);
 - :class:`Deduper` (one report per attribute per window) and the MISP payload builders for sightings and the daily
@@ -26,7 +30,6 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import re
-import socket
 import uuid as uuidlib
 from array import array
 from bisect import bisect_left
@@ -39,9 +42,9 @@ from typing import Any
 
 from falco_misp.attributes import Attribute
 from falco_misp.spec import SUPPORTED_TYPES, Direction, Feed, MispServer
+from falco_misp.values import normalise_domain, parse_ip, split_port
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-_Net = tuple[int, int, int]  # (IP version, prefix length, network address as an int)
 
 #: Output fields kept from an alert (for matching and for the context written to MISP and Kubernetes).
 CONTEXT_FIELDS = (
@@ -58,9 +61,10 @@ MAX_MATCHES = 16
 _MAX_RULE_CHARS = 512
 _HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,252})$")
 _TIME = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)$")
-# render.py's rule titles: "<prefix><shard> <direction> connection <to|from> a listed <kind>" (rules/*.yaml).
+# render.py's rule titles: "<prefix><shard> <direction> connection <to|from> a listed <kind>" (rules/*.yaml);
+# the prefix is Feed.rule_prefix (a ConfigMap prefix with _ for -), the shard the number before the space.
 _RULE = re.compile(
-    r"^(misp_[a-z0-9_]+?)_(\d+) (?:(outbound) connection to|(inbound) connection from) a listed "
+    r"^([a-z0-9][a-z0-9_]*?)_(\d+) (?:(outbound) connection to|(inbound) connection from) a listed "
     r"(address|network|domain)$"
 )
 _IP_TYPES = {"ip-src", "ip-dst", "ip-src|port", "ip-dst|port"}
@@ -185,7 +189,7 @@ class RuleRef:
     """One of our rule names, taken apart."""
 
     ident: str
-    """``misp_<feed name with _ for ->``: :attr:`Feed.rule_prefix` without its last ``_``."""
+    """:attr:`Feed.rule_prefix` without its last ``_`` (``misp_<namespace>_<name>`` with ``_`` for ``-``)."""
     shard: int
     """The rules file the rule is in."""
     direction: Direction
@@ -204,32 +208,39 @@ def parse_rule(name: str) -> RuleRef | None:
 
 
 def rule_ident(feed: Feed) -> str:
-    """The rule-name prefix identifying a feed's rules (``misp_intel_eu``)."""
-    return feed.rule_prefix.rstrip("_")
+    """The rule-name prefix identifying a feed's rules (``misp_security_intel_eu`` for ``security/intel-eu``).
+
+    Unique per Falco namespace (it maps the ConfigMap prefix injectively); feeds writing to two Falco namespaces
+    may share one, and are told apart by :func:`feed_tag` and their indexes.
+    """
+    return feed.rule_prefix.removesuffix("_")
 
 
 def feed_tag(feed: Feed) -> str:
-    """The Falco tag every rule of the feed carries (render.py)."""
-    return f"misp_{feed.name}"
+    """The Falco tag every rule of the feed carries (render.py): ``misp_feed:<namespace>/<name>``."""
+    return feed.tag
 
 
 def parse_address(text: str | None) -> IPAddress | None:
-    """An address from an output field; IPv4-mapped IPv6 is unmapped; None for anything else."""
-    if not text or "%" in text or len(text) > 64:
+    """An address from an output field, read as the rules' values are (``values.parse_ip``: IPv4-mapped IPv6
+    unmapped, no zone ids); None for anything else, a CIDR included."""
+    parsed = parse_ip(text) if text and "/" not in text else None
+    if parsed is None:
         return None
-    try:
-        address = ipaddress.ip_address(text.strip())
-    except ValueError:
-        return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    return address
+    return ipaddress.IPv4Address(parsed.value) if parsed.version == 4 else ipaddress.IPv6Address(parsed.value)
 
 
 def remote_address(alert: Alert, direction: Direction) -> IPAddress | None:
     """The other end of the connection: ``fd.sip`` outbound, ``fd.cip`` inbound, else ``fd.rip``."""
     primary = "fd.sip" if direction is Direction.OUTBOUND else "fd.cip"
     return parse_address(alert.fields.get(primary)) or parse_address(alert.fields.get("fd.rip"))
+
+
+def remote_domain(alert: Alert) -> str | None:
+    """The remote domain (``fd.sip.name``) in the rules' form (``values.normalise_domain``: lower-case ASCII,
+    punycode for an internationalised name, whichever form Falco wrote), or None."""
+    name = alert.fields.get("fd.sip.name")
+    return normalise_domain(name) if name else None
 
 
 # ------------------------------------------------------------------------------------------------- index
@@ -349,8 +360,11 @@ class ProvenanceIndex:
         return tuple(out)
 
     def lookup_domain(self, domain: str) -> tuple[AttributeRef, ...]:
-        """Attributes listing ``domain`` (lower-case, no trailing dot)."""
-        name = domain.strip().lower().removesuffix(".")
+        """Attributes listing ``domain``, in any form :func:`values.normalise_domain` reads (case, trailing dot,
+        Unicode or punycode)."""
+        name = normalise_domain(domain)
+        if name is None:
+            return ()
         return tuple(self._ref(i, name) for i in self._domains.get(name, ())[:MAX_MATCHES])
 
 
@@ -404,25 +418,29 @@ class IndexBuilder:
         if uuid is None:
             self._skip("no_uuid")
             return
+        # the value is read exactly as the indicator builder reads it (values.py: parse_ip, split_port,
+        # normalise_domain), so what a rule lists is what the index finds
         value = attr.value
-        networks: list[_Net | None] = []
+        ip_text: str | None = None
         domain: str | None = None
         if attr.type in _DOMAIN_TYPES:
             domain = value
         elif attr.type == "domain|ip":
-            domain, _, ip_part = value.partition("|")
-            networks.append(_network(ip_part))
+            domain, sep, ip_text = value.partition("|")
+            if not sep:
+                domain = ip_text = None
         elif attr.type in _IP_TYPES:
-            networks.append(_network(value.rpartition("|")[0] if attr.type.endswith("|port") else value))
-        kept = [n for n in networks if n is not None and n[1] >= self._min_prefix[n[0]]]
-        if len(kept) < len([n for n in networks if n is not None]):
+            ip_text = split_port(value) if attr.type.endswith("|port") else value
+        parsed = parse_ip(ip_text) if ip_text is not None else None
+        kept = [parsed] if parsed is not None and parsed.prefix >= self._min_prefix[parsed.version] else []
+        if parsed is not None and not kept:
             self._skip("too_broad")
-        domain = _domain_key(domain) if domain is not None and self._domains_on else None
+        domain = normalise_domain(domain) if domain is not None and self._domains_on else None
         if not kept and domain is None:
             self._skip("invalid_value")
             return
         number = self._attribute_number(attr, uuid)
-        for version, prefix, key in kept:
+        for version, key, prefix, _ in kept:
             for d in directions:
                 group = self._keys.get((d, version, prefix))
                 if group is None:
@@ -458,27 +476,6 @@ class IndexBuilder:
         )
 
 
-def _network(text: str) -> _Net | None:
-    """An address or CIDR as (version, prefix, key); IPv4-mapped IPv6 unmapped; None when unreadable."""
-    text = text.strip()
-    if "/" not in text and ":" not in text:  # the bulk of every feed: plain IPv4, parsed strictly and fast
-        try:
-            return (4, 32, int.from_bytes(socket.inet_pton(socket.AF_INET, text), "big"))
-        except (OSError, ValueError):
-            return None
-    if not text or "%" in text or len(text) > 64:
-        return None
-    try:
-        net = ipaddress.ip_network(text, strict=False)
-    except ValueError:
-        return None
-    if isinstance(net, ipaddress.IPv6Network) and net.prefixlen >= 96:
-        mapped = net.network_address.ipv4_mapped
-        if mapped is not None:
-            return (4, net.prefixlen - 96, int(mapped))
-    return (net.version, net.prefixlen, int(net.network_address))
-
-
 def _uuid_bytes(text: str) -> bytes | None:
     """The 16 bytes of a UUID in its canonical form (what MISP sends), else None."""
     if len(text) != 36 or text[8] != "-" or text[13] != "-" or text[18] != "-" or text[23] != "-":
@@ -488,11 +485,6 @@ def _uuid_bytes(text: str) -> bytes | None:
     except ValueError:
         return None
     return raw if len(raw) == 16 else None
-
-
-def _domain_key(text: str) -> str | None:
-    name = text.strip().lower().removesuffix(".")
-    return name if 0 < len(name) <= 253 and "." in name and " " not in name else None
 
 
 # ---------------------------------------------------------------------------------------------- registry
@@ -537,8 +529,9 @@ class ReportingFeed:
 class FeedRegistry:
     """Rule prefix -> the feeds reporting under it (an immutable snapshot; replaced as a whole on each change).
 
-    Two feeds of the same name in different namespaces share a rule prefix (rule names carry the feed name only):
-    both are kept, and an alert goes to those whose index lists its address.
+    Rule prefixes come from ConfigMap prefixes (``misp-<namespace>-<name>`` by default), so same-named feeds of
+    two namespaces have their own. Feeds sharing a prefix (same ConfigMap prefix, two Falco namespaces) are all
+    kept: an alert goes to those whose tag it carries (:func:`feed_tag`) and whose index lists its address.
     """
 
     by_ident: Mapping[str, tuple[ReportingFeed, ...]] = field(default_factory=dict)
@@ -619,7 +612,7 @@ def match_alert(alert: Alert, registry: FeedRegistry) -> Match:
     if not feeds:
         return Match(Outcome.UNKNOWN_FEED, rule=rule)
     address = remote_address(alert, rule.direction)
-    domain = alert.fields.get("fd.sip.name") if rule.kind == "domain" else None
+    domain = remote_domain(alert) if rule.kind == "domain" else None
     if address is None or (rule.kind == "domain" and not domain):
         return Match(Outcome.NO_ADDRESS, rule=rule)
     hits: list[Hit] = []

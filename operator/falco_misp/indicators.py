@@ -12,10 +12,13 @@ What happens to a value, in order:
 2. parse: ``::ffff:a.b.c.d`` is unmapped to IPv4; a CIDR with host bits set is normalised to its network;
    a /32 or /128 becomes an address; zone ids, leading zeros and garbage are rejected;
 3. CIDRs broader than ``limits.minPrefixV4``/``minPrefixV6`` are rejected (``0.0.0.0/0`` must never reach Falco);
-4. non-global addresses (private, loopback, link-local, multicast, reserved, documentation...) are dropped
-   unless ``exclusions.keepNonGlobal`` / ``keepDocumentation``; allow-listed values are dropped;
-5. on build: the cap, allow-list carving of CIDRs, CIDR collapse (never broader than the minimum prefix),
-   and addresses already covered by a listed CIDR of the same direction are dropped.
+4. non-global addresses (private, loopback, link-local, multicast, reserved, documentation...: the IANA
+   special-purpose blocks in values.py) are dropped unless ``exclusions.keepNonGlobal`` / ``keepDocumentation``;
+   allow-listed values are dropped; a CIDR is dropped (with the reason) only when nothing of it is left;
+5. on build: the cap, carving of CIDRs (the non-global blocks and allow-listed ranges inside a CIDR are cut
+   out, the rest is kept as narrower CIDRs and each cut is counted as ``carved_<reason>`` or ``carved``), CIDR
+   collapse (never broader than the minimum prefix), and addresses already covered by a listed CIDR of the
+   same direction are dropped.
 """
 
 from __future__ import annotations
@@ -24,13 +27,21 @@ import ipaddress
 import socket
 from bisect import bisect_right
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
 from falco_misp.attributes import Attribute
 from falco_misp.spec import SUPPORTED_TYPES, Direction, FeedSpec, IPNetwork
-from falco_misp.values import ipv4_range_reason, non_global_reason, normalise_domain
+from falco_misp.values import (
+    ipv4_range_reason,
+    normalise_domain,
+    parse_ip,
+    parse_ipv4,
+    range_reason,
+    special_ranges,
+    split_port,
+)
 
 # Why a value was dropped. Keys are stable: they appear in status, metrics and the CLI summary.
 REJECT_REASONS: Mapping[str, str] = {
@@ -55,6 +66,18 @@ REJECT_REASONS: Mapping[str, str] = {
     "invalid_line": "text list line that is not `value [score]`",
 }
 
+# The reasons an address is not globally reachable (values.py's tables), in REJECT_REASONS' order.
+SCOPE_REASONS = (
+    "private",
+    "loopback",
+    "link_local",
+    "multicast",
+    "unspecified",
+    "reserved",
+    "documentation",
+    "non_global",
+)
+
 _MAX_VALUE_LEN = 300  # longer than any valid domain (253) or address|port: rejected without parsing
 
 # What was changed or merged without losing coverage.
@@ -66,6 +89,10 @@ ADJUSTMENTS: Mapping[str, str] = {
     "covered_by_network": "address inside a listed CIDR of the same direction",
     "collapsed": "CIDRs merged into fewer entries",
     "carved": "CIDR split around an allow-listed range",
+    **{
+        f"carved_{r}": f"CIDR split around a non-global range, the rest kept: {REJECT_REASONS[r]}"
+        for r in SCOPE_REASONS
+    },
     "expanded_networks": "narrow CIDRs turned into single addresses (limits.expandPrefixV4/V6)",
     "expanded_addresses": "addresses those CIDRs became",
 }
@@ -120,6 +147,12 @@ class IndicatorBuilder:
         self._excluded_domains = spec.exclusions.domains
         self._min_prefix = {4: spec.limits.min_prefix_v4, 6: spec.limits.min_prefix_v6}
         self._allow = {v: _Intervals([n for n in spec.exclusions.networks if n.version == v]) for v in (4, 6)}
+        # the non-global reasons that drop a value (keepNonGlobal keeps private, loopback... addresses, never the
+        # unspecified address: not a host at all; keepDocumentation keeps the documentation ranges)
+        keep_doc, keep_other = spec.exclusions.keep_documentation, spec.exclusions.keep_non_global
+        self._dropped_scopes = frozenset(
+            r for r in SCOPE_REASONS if not (keep_doc if r == "documentation" else keep_other and r != "unspecified")
+        )
         self._addresses: dict[_Key, dict[int, int]] = {}
         self._networks: dict[_Key, dict[_Net, int]] = {}
         self._domain_ts: dict[str, int] = {}
@@ -156,11 +189,11 @@ class IndicatorBuilder:
             self._add_domain(domain, attr.timestamp)
             self._add_ip(ip, wanted, attr.timestamp)
         elif attr.type.endswith("|port"):
-            ip, sep, port = value.rpartition("|")
-            if not sep or not port.isascii() or not port.isdigit() or int(port) > 65535:
+            address = split_port(value)
+            if address is None:
                 self.rejected["invalid_port"] += 1
                 return
-            self._add_ip(ip, wanted, attr.timestamp)
+            self._add_ip(address, wanted, attr.timestamp)
         else:
             self._add_ip(value, wanted, attr.timestamp)
 
@@ -189,83 +222,63 @@ class IndicatorBuilder:
 
     def _add_ip(self, text: str, directions: list[Direction], ts: int) -> None:
         text = text.strip()
-        if "/" not in text and ":" not in text:  # fast path: the bulk of every feed is plain IPv4
-            try:
-                value = int.from_bytes(socket.inet_pton(socket.AF_INET, text), "big")
-            except (OSError, ValueError):  # inet_pton is strict: no leading zeros, no short forms
+        if "/" not in text and ":" not in text:  # the bulk of every feed: parse_ip's own IPv4 path, inlined
+            value = parse_ipv4(text)
+            if value is None:
                 self.rejected["invalid_address"] += 1
-                return
-            self._add_address(4, value, directions, ts)
+            else:
+                self._add_address(4, value, directions, ts)
             return
-        parsed = self._parse_ip(text)
+        parsed = parse_ip(text)
         if parsed is None:
             self.rejected["invalid_address"] += 1
             return
-        if isinstance(parsed, ipaddress.IPv6Network) and parsed.prefixlen >= 96:
-            mapped = parsed.network_address.ipv4_mapped
-            if mapped is not None:
-                parsed = ipaddress.IPv4Network((int(mapped), parsed.prefixlen - 96))
-                self.adjusted["unmapped_ipv4"] += 1
-        if isinstance(parsed, ipaddress.IPv4Network | ipaddress.IPv6Network):
-            if parsed.prefixlen != parsed.max_prefixlen:
-                self._add_network(parsed, directions, ts)
-                return
-            self.adjusted["single_host_network"] += 1
-            parsed = parsed.network_address
-        if isinstance(parsed, ipaddress.IPv6Address) and parsed.ipv4_mapped is not None:
-            parsed = parsed.ipv4_mapped
-            self.adjusted["unmapped_ipv4"] += 1
-        self._add_address(parsed.version, int(parsed), directions, ts)
-
-    def _parse_ip(self, text: str) -> IPNetwork | ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-        if "%" in text:  # IPv6 zone ids mean nothing on another host
-            return None
-        try:
-            if "/" not in text:
-                return ipaddress.ip_address(text)
-            net = ipaddress.ip_network(text, strict=False)
-            if int(ipaddress.ip_address(text.partition("/")[0])) != int(net.network_address):
-                self.adjusted["host_bits_cleared"] += 1
-            return net
-        except ValueError:
-            return None
-
-    def _drop_reason(self, version: int, first: int, last: int) -> str | None:
-        """Why a range may not be emitted: not globally reachable (unless kept), or allow-listed."""
-        keep_doc = self._exclusions.keep_documentation
-        if version == 4:
-            reason = ipv4_range_reason(first, last, keep_doc)
+        version, value, prefix, adjustments = parsed
+        for note in adjustments:
+            self.adjusted[note] += 1
+        if prefix == (32 if version == 4 else 128):
+            self._add_address(version, value, directions, ts)
         else:
-            reason = non_global_reason(ipaddress.IPv6Address(first), keep_doc) or non_global_reason(
-                ipaddress.IPv6Address(last), keep_doc
-            )
-        # keepNonGlobal keeps private, loopback... addresses; never the unspecified address (not a host at all)
-        if reason not in (None, "documentation", "unspecified") and self._exclusions.keep_non_global:
-            reason = None
-        if reason is None and self._allow[version].covers(first, last):
-            reason = "allowlisted"
-        return reason
+            self._add_network(version, value, prefix, directions, ts)
 
     def _add_address(self, version: int, value: int, directions: list[Direction], ts: int) -> None:
-        reason = self._drop_reason(version, value, value)
+        keep_doc = self._exclusions.keep_documentation
+        if version == 4:  # the hot path: one bisect
+            reason = ipv4_range_reason(value, value, keep_doc)
+        else:
+            reason = range_reason(version, value, value, keep_doc)
+        if reason is not None and reason not in self._dropped_scopes:
+            reason = None
+        if reason is None and self._allow[version].covers(value, value):
+            reason = "allowlisted"
         if reason is not None:
             self.rejected[reason] += 1
             return
         for d in directions:
             self._record(self._addresses.setdefault((d, version), {}), value, ts)
 
-    def _add_network(self, net: IPNetwork, directions: list[Direction], ts: int) -> None:
-        if net.prefixlen < self._min_prefix[net.version]:
+    def _holes(self, version: int, first: int, last: int) -> list[tuple[int, int, str]]:
+        """The parts of ``first..last`` that may not be emitted, with why, in address order (may overlap)."""
+        holes = [h for h in special_ranges(version, first, last) if h[2] in self._dropped_scopes]
+        allowed = self._allow[version].overlapping(first, last)
+        if allowed:
+            holes = sorted([*holes, *((lo, hi, "allowlisted") for lo, hi in allowed)])
+        return holes
+
+    def _add_network(self, version: int, first: int, prefix: int, directions: list[Direction], ts: int) -> None:
+        if prefix < self._min_prefix[version]:
             self.rejected["too_broad"] += 1
             return
-        first, last = int(net.network_address), int(net.broadcast_address)
-        reason = self._drop_reason(net.version, first, last)
-        if reason is not None:
-            self.rejected[reason] += 1
+        last = first + (1 << ((32 if version == 4 else 128) - prefix)) - 1
+        holes = self._holes(version, first, last)
+        if holes and not _gaps(first, last, holes):  # nothing of it may be emitted: dropped with the main reason
+            size: Counter[str] = Counter()
+            for lo, hi, reason in holes:
+                size[reason] += hi - lo + 1
+            self.rejected[size.most_common(1)[0][0]] += 1
             return
-        key_net = (first, net.prefixlen)
         for d in directions:
-            self._record(self._networks.setdefault((d, net.version), {}), key_net, ts)
+            self._record(self._networks.setdefault((d, version), {}), (first, prefix), ts)
 
     def build(self) -> IndicatorSet:
         """Apply the caps, carve, collapse and containment; return the sorted :class:`IndicatorSet`."""
@@ -361,18 +374,17 @@ class IndicatorBuilder:
         if not bucket:
             return []
         cls = ipaddress.IPv4Network if version == 4 else ipaddress.IPv6Network
-        nets: list[IPNetwork] = [cls(key) for key in bucket]
-        excluded = [ex for ex in self._exclusions.networks if ex.version == version]
-        if excluded:
-            carved: list[IPNetwork] = []
-            for net in nets:
-                pieces = [net]
-                for ex in excluded:
-                    if any(p.overlaps(ex) for p in pieces):
-                        self.adjusted["carved"] += 1
-                        pieces = [q for p in pieces for q in (_carve(p, ex) if p.overlaps(ex) else [p])]
-                carved.extend(pieces)
-            nets = carved
+        bits = 32 if version == 4 else 128
+        nets: list[IPNetwork] = []
+        for first, prefix in bucket:
+            last = first + (1 << (bits - prefix)) - 1
+            holes = self._holes(version, first, last)
+            if not holes:
+                nets.append(cls((first, prefix)))
+                continue
+            for _, _, reason in holes:  # each range cut out, by why
+                self.adjusted["carved" if reason == "allowlisted" else f"carved_{reason}"] += 1
+            nets.extend(cls(piece) for lo, hi in _gaps(first, last, holes) for piece in _cidrs(lo, hi, bits))
         collapsed: list[IPNetwork] = list(ipaddress.collapse_addresses(nets))  # type: ignore[type-var]
         # Merging adjacent CIDRs keeps the same addresses but may build a CIDR broader than the minimum prefix;
         # split those back so no emitted entry is broader than what the feed was allowed to list.
@@ -385,10 +397,25 @@ class IndicatorBuilder:
         return bounded
 
 
-def _carve(net: IPNetwork, excluded: IPNetwork) -> list[IPNetwork]:
-    if net.subnet_of(excluded):  # type: ignore[arg-type]
-        return []
-    return list(net.address_exclude(excluded))  # type: ignore[arg-type]
+def _gaps(first: int, last: int, holes: list[tuple[int, int, str]]) -> list[tuple[int, int]]:
+    """The parts of ``first..last`` outside every hole (holes sorted by start, inside ``first..last``)."""
+    out: list[tuple[int, int]] = []
+    at = first
+    for lo, hi, _ in holes:
+        if lo > at:
+            out.append((at, lo - 1))
+        at = max(at, hi + 1)
+    if at <= last:
+        out.append((at, last))
+    return out
+
+
+def _cidrs(lo: int, hi: int, bits: int) -> Iterator[tuple[int, int]]:
+    """The fewest CIDRs ``(network, prefix)`` covering exactly ``lo..hi`` (ipaddress.summarize_address_range)."""
+    while lo <= hi:
+        size = min(bits if lo == 0 else (lo & -lo).bit_length() - 1, (hi - lo + 1).bit_length() - 1)
+        yield lo, bits - size
+        lo += 1 << size
 
 
 class _Intervals:
@@ -403,6 +430,16 @@ class _Intervals:
         """Whether ``first..last`` lies inside one range."""
         i = bisect_right(self.starts, first) - 1
         return i >= 0 and last <= self.ends[i]
+
+    def overlapping(self, first: int, last: int) -> list[tuple[int, int]]:
+        """The parts of the ranges inside ``first..last``, in order."""
+        i = bisect_right(self.starts, last) - 1
+        out: list[tuple[int, int]] = []
+        while i >= 0 and self.ends[i] >= first:
+            out.append((max(self.starts[i], first), min(self.ends[i], last)))
+            i -= 1
+        out.reverse()
+        return out
 
 
 def _not_covered(addresses: list[int], nets: list[IPNetwork]) -> list[int]:

@@ -1,31 +1,45 @@
 """Indicators -> self-contained Falco rules files ("shards"), deterministic, each within a byte budget (pure).
 
-Each shard holds its own header, direction macros, lists and rules, every name prefixed ``misp_<feed>_<n>_``,
-so Falco loads any subset of a feed's shards (a missing optional ConfigMap never breaks Falco). Items are
-pre-validated by :mod:`falco_misp.indicators` and checked again here against a strict character set before
-they are joined into YAML: nothing from a feed reaches a rules file unchecked. No list reaches 65,536 items
-(Falco 0.44 loops forever on such network/name lists: reference/FALCO.md). Same indicators -> same bytes ->
-same hash, so an unchanged feed causes no write and no rollout.
+Each shard holds its own header, direction macros, lists and rules, every name prefixed ``<rule prefix><n>_``
+(:attr:`Feed.rule_prefix`: the ConfigMap prefix with ``-`` -> ``_``, default ``misp_<namespace>_<name>_``), so
+Falco loads any subset of a feed's shards (a missing optional ConfigMap never breaks Falco) and two feeds never
+define the same name (Falco keeps the last definition of a name: reference/FALCO.md). Items are pre-validated by
+:mod:`falco_misp.indicators` and checked again here against a strict character set before they are joined into
+YAML; every other value from the spec (tags, priority, names) is validated again and quoted: nothing from a feed
+reaches a rules file unchecked. No network or name list reaches 65,536 items (Falco 0.44 loops forever on such
+lists: reference/FALCO.md); address lists (hash sets) are bounded by the byte budget only. A shard holds at most
+one list per kind and direction, so no name is defined twice. Same indicators -> same bytes -> same hash, so an
+unchanged feed causes no write and no rollout.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import re
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from bisect import bisect_right
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
 from functools import cache
 from importlib import resources
+from itertools import accumulate
 from string import Template
 
 from falco_misp.errors import RenderError
 from falco_misp.indicators import IndicatorSet
-from falco_misp.spec import FALCO_MAX_LIST_ITEMS, Direction, Feed
+from falco_misp.spec import FALCO_MAX_LIST_ITEMS, PRIORITIES, Direction, Feed
 
 # Every item is an IP address, a CIDR or a lower-case domain: nothing else may be pasted between quotes.
 _SAFE_ITEM = re.compile(r"^[0-9a-z:][0-9a-z.:/-]*$")
 _ITEM_LINE = '    - "{}"\n'
 _ITEM_OVERHEAD = len(_ITEM_LINE.format(""))
+# What may reach a template outside a quoted scalar (names appear in comments, desc and output text).
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_NAME_MAX = 47
+_CONFIG_MAP_NAME_MAX = 253
+# [a-z0-9-] only (no `_`, no `.`): Feed.rule_prefix maps `-` to `_`, which must stay injective.
+_CONFIG_MAP_PREFIX = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_TAG = re.compile(r"^[A-Za-z0-9_.:=-]{1,64}$")  # spec.falco.tags: no `/`, so no tag can pass for a feed tag
 
 # (template, direction) in output order; the direction's macro precedes its first rule in each shard.
 _GROUPS: tuple[tuple[str, Direction], ...] = (
@@ -43,6 +57,11 @@ def template(name: str) -> Template:
     """A rule template from the ``rules/`` folder (packaged as ``falco_misp.rules``)."""
     text = resources.files("falco_misp.rules").joinpath(f"{name}.yaml").read_text(encoding="utf-8")
     return Template(text)
+
+
+def quoted(value: str) -> str:
+    """A YAML double-quoted scalar (JSON's escaping is valid YAML): ``true``, ``null``, ``=`` stay strings."""
+    return json.dumps(value)
 
 
 @dataclass(frozen=True)
@@ -77,6 +96,9 @@ class RulesBundle:
     """Feed name."""
     shards: tuple[Shard, ...]
     """The rules files, in index order."""
+    capped: int = 0
+    """Indicators left out because they did not fit in ``falco.maxShards`` shards (the oldest go first):
+    the effective cap is what fits, not only ``limits.maxIndicators``. Not a failure."""
 
     @property
     def sha256(self) -> str:
@@ -92,59 +114,94 @@ class RulesBundle:
         return sum(len(s.content) for s in self.shards)
 
 
+class CapacityError(RenderError):
+    """The indicators need more rules files than ``falco.maxShards``."""
+
+    def __init__(self, message: str, *, total: int, fitting: int) -> None:
+        super().__init__(message)
+        self.total = total
+        """List items the indicators make."""
+        self.fitting = fitting
+        """How many of them fit in ``falco.maxShards`` shards (in rendering order)."""
+
+
 def _check_items(items: Sequence[str], group: str) -> None:
     for item in items:
         if not _SAFE_ITEM.match(item):
             raise RenderError(f"refusing to render unvalidated {group} item {item!r}")
 
 
+def _check_feed(feed: Feed) -> None:
+    """Every spec value that reaches a template, checked again (a Feed may be built without parse_feed)."""
+    if not _DNS_LABEL.match(feed.name) or len(feed.name) > _NAME_MAX:
+        raise RenderError(f"refusing to render feed name {feed.name!r}: not a DNS label of at most {_NAME_MAX}")
+    if not _DNS_LABEL.match(feed.namespace):
+        raise RenderError(f"refusing to render feed namespace {feed.namespace!r}: not a DNS label")
+    prefix = feed.config_map_prefix
+    longest = f"{prefix}-{max(feed.spec.falco.max_shards - 1, 0)}"
+    if not _CONFIG_MAP_PREFIX.match(prefix) or len(longest) > _CONFIG_MAP_NAME_MAX:
+        raise RenderError(f"refusing to render ConfigMap prefix {prefix!r}: expected [a-z0-9-], {longest!r} <= 253")
+    falco = feed.spec.falco
+    if falco.priority not in PRIORITIES:
+        raise RenderError(f"refusing to render priority {falco.priority!r}: expected one of {', '.join(PRIORITIES)}")
+    for tag in falco.tags:
+        if not _TAG.match(tag):
+            raise RenderError(f"refusing to render tag {tag!r}")
+
+
 class _ShardWriter:
-    """Accumulates one shard's text, tracking its size and which direction macros it already holds."""
+    """One shard: its blocks (slices of the groups' items), size, and which macros and groups it already holds.
+
+    Sizes are counted without building the text, so the packing can be tried cheaply; :meth:`finish` builds it.
+    """
 
     def __init__(self, feed: Feed, index: int) -> None:
         self.feed = feed
         self.index = index
         self.name = f"{feed.config_map_prefix}-{index}"
         self.prefix = f"{feed.rule_prefix}{index}_"
-        self.parts: list[str] = [self._fill("header", "")]
-        self.size = len(self.parts[0])
+        falco = feed.spec.falco
+        self._values = {
+            "prefix": self.prefix,
+            "title": self.prefix.rstrip("_"),
+            "feed": feed.ref,
+            "file": f"{self.name}.yaml",
+            "priority": quoted(falco.priority),
+            "tags": ", ".join(quoted(t) for t in dict.fromkeys((*BASE_TAGS, feed.tag, *falco.tags))),
+        }
+        self.size = len(self._fill("header", ""))
         self.macros: set[Direction] = set()
+        self.groups: set[str] = set()
+        self.blocks: list[tuple[str, Direction, Sequence[str], int, int]] = []
         self.items = 0
 
     def _fill(self, name: str, items: str) -> str:
-        falco = self.feed.spec.falco
-        tags = (*BASE_TAGS, f"misp_{self.feed.name}", *falco.tags)
-        return template(name).substitute(
-            prefix=self.prefix,
-            title=self.prefix.rstrip("_"),
-            feed=self.feed.name,
-            file=f"{self.name}.yaml",
-            priority=falco.priority,
-            tags=", ".join(dict.fromkeys(tags)),
-            items=items,
-        )
+        return template(name).substitute(self._values, items=items)
 
     def overhead(self, group: str, direction: Direction) -> int:
         """Bytes a block of ``group`` costs here before its items (including its macro if still missing)."""
         extra = 0 if direction in self.macros else len(self._fill(f"{direction.value}-macro", ""))
         return extra + len(self._fill(group, ""))
 
-    def add(self, group: str, direction: Direction, items: Sequence[str]) -> None:
-        if direction not in self.macros:
-            macro = self._fill(f"{direction.value}-macro", "")
-            self.parts.append(macro)
-            self.size += len(macro)
-            self.macros.add(direction)
-        block = self._fill(group, "".join(_ITEM_LINE.format(i) for i in items))
-        self.parts.append(block)
-        self.size += len(block)
-        self.items += len(items)
+    def add(self, group: str, direction: Direction, items: Sequence[str], *, start: int, end: int, cost: int) -> None:
+        """Place ``items[start:end]`` (``cost`` bytes of item lines) as this shard's one block of ``group``."""
+        self.size += self.overhead(group, direction) + cost
+        self.macros.add(direction)
+        self.groups.add(group)
+        self.blocks.append((group, direction, items, start, end))
+        self.items += end - start
 
     def finish(self) -> Shard:
-        if len(self.parts) == 1:  # no indicators: still a valid rules file (Falco rejects an empty `in ()`)
-            for direction in self.feed.spec.falco.directions:
-                self.parts.append(self._fill(f"{direction.value}-macro", ""))
-        return Shard(index=self.index, name=self.name, content="".join(self.parts).encode(), items=self.items)
+        parts = [self._fill("header", "")]
+        macros: set[Direction] = set()
+        for group, direction, items, start, end in self.blocks:
+            if direction not in macros:
+                parts.append(self._fill(f"{direction.value}-macro", ""))
+                macros.add(direction)
+            parts.append(self._fill(group, "".join(_ITEM_LINE.format(i) for i in items[start:end])))
+        if not self.blocks:  # no indicators: still a valid rules file (Falco rejects an empty `in ()`)
+            parts.extend(self._fill(f"{d.value}-macro", "") for d in self.feed.spec.falco.directions)
+        return Shard(index=self.index, name=self.name, content="".join(parts).encode(), items=self.items)
 
 
 def _groups(indicators: IndicatorSet, feed: Feed) -> Iterator[tuple[str, Direction, tuple[str, ...]]]:
@@ -163,35 +220,95 @@ def _groups(indicators: IndicatorSet, feed: Feed) -> Iterator[tuple[str, Directi
             yield group, direction, items
 
 
-def render_rules(feed: Feed, indicators: IndicatorSet) -> RulesBundle:
-    """Pack the indicators into as few shards as the byte budget allows (greedy, in a fixed order)."""
+def _item_cap(group: str) -> int | None:
+    """Falco's 16-bit loop bounds `in` over network (fd.snet/fd.cnet) and name (fd.sip.name) fields only;
+    fd.sip/fd.cip lists are hash sets, bounded here by the byte budget alone."""
+    return None if group.endswith("addresses") else FALCO_MAX_LIST_ITEMS
+
+
+def _pack(
+    feed: Feed, groups: Sequence[tuple[str, Direction, tuple[str, ...]]], limit: int | None
+) -> tuple[list[_ShardWriter], int]:
+    """Greedy, in a fixed order: fill each shard up to the byte budget; a group that does not fit (bytes or
+    item cap) goes on in the next shard, so a shard never holds two lists of one name. Stops before shard
+    ``limit + 1``. Returns the shards and how many items they hold."""
     budget = feed.spec.falco.shard_bytes
-    shards: list[Shard] = []
-    writer = _ShardWriter(feed, 0)
-    for group, direction, items in _groups(indicators, feed):
+    writers = [_ShardWriter(feed, 0)]
+    placed = 0
+    for group, direction, items in groups:
+        cum = list(accumulate((len(i) + _ITEM_OVERHEAD for i in items), initial=0))
+        cap = _item_cap(group)
         start = 0
         while start < len(items):
-            room = budget - writer.size - writer.overhead(group, direction)
+            writer = writers[-1]
             take = 0
-            while start + take < len(items) and take < FALCO_MAX_LIST_ITEMS:
-                cost = len(items[start + take]) + _ITEM_OVERHEAD
-                if cost > room:
-                    break
-                room -= cost
-                take += 1
-            if take == 0:
+            if group not in writer.groups:
+                room = budget - writer.size - writer.overhead(group, direction)
+                if room >= 0:
+                    take = bisect_right(cum, cum[start] + room, lo=start) - 1 - start
+                take = min(take, len(items) - start, cap if cap is not None else take)
+            if take <= 0:
                 if writer.items == 0:
                     raise RenderError(f"falco.shardBytes {budget} is too small for a single {group} rule")
-                shards.append(writer.finish())
-                writer = _ShardWriter(feed, len(shards))
+                if limit is not None and len(writers) >= limit:
+                    return writers, placed
+                writers.append(_ShardWriter(feed, len(writers)))
                 continue
-            writer.add(group, direction, items[start : start + take])
+            writer.add(group, direction, items, start=start, end=start + take, cost=cum[start + take] - cum[start])
             start += take
-    shards.append(writer.finish())
+            placed += take
+    return writers, placed
+
+
+def render_rules(feed: Feed, indicators: IndicatorSet) -> RulesBundle:
+    """Pack the indicators into as few shards as the byte budget allows (greedy, in a fixed order).
+
+    Raises :class:`CapacityError` when they need more than ``falco.maxShards`` shards (see
+    :func:`render_within_capacity`, which keeps the newest that fit instead), :class:`RenderError` for a value
+    that is not safe to render.
+    """
+    _check_feed(feed)
+    groups = list(_groups(indicators, feed))
     max_shards = feed.spec.falco.max_shards
-    if len(shards) > max_shards:
-        raise RenderError(
-            f"{indicators.total} indicators need {len(shards)} rules files but spec.falco.maxShards is {max_shards}: "
-            "raise falco.maxShards or lower limits.maxIndicators"
+    writers, placed = _pack(feed, groups, max_shards)
+    total = sum(len(items) for _, _, items in groups)
+    if placed < total:
+        needed = len(_pack(feed, groups, None)[0])
+        raise CapacityError(
+            f"{total} indicators need {needed} rules files but spec.falco.maxShards is {max_shards}: "
+            "raise falco.maxShards or lower limits.maxIndicators",
+            total=total,
+            fitting=placed,
         )
-    return RulesBundle(feed=feed.name, shards=tuple(shards))
+    return RulesBundle(feed=feed.name, shards=tuple(w.finish() for w in writers))
+
+
+def render_within_capacity(feed: Feed, build: Callable[[int | None], IndicatorSet]) -> tuple[IndicatorSet, RulesBundle]:
+    """Render the newest indicators that fit in ``falco.maxShards``: the effective cap is what fits.
+
+    ``build(cap)`` returns the feed's indicators capped to the ``cap`` newest (``None``: ``limits.maxIndicators``
+    alone), the way :class:`~falco_misp.indicators.IndicatorBuilder` caps them. When they do not fit, the cap
+    becomes the share of items that fits and the indicators are rebuilt; the newest items may be longer than the
+    ones that fitted, so a pass that still overflows lowers the cap by twice its overflow. Each pass lowers the cap,
+    so it ends (at 1M IPv4 addresses and the default 16 shards: two or three builds, within ~0.5 % of the most
+    that fits). Deterministic: same indicators, same cap, same bytes. :attr:`RulesBundle.capped` counts the
+    indicators left out for capacity.
+    """
+    indicators = build(None)
+    first = indicators.total
+    passes = 0
+    while True:
+        try:
+            bundle = render_rules(feed, indicators)
+        except CapacityError as exc:
+            current = indicators.total
+            share = current * exc.fitting // max(exc.total, 1)
+            cap = min(current - 1, share if passes == 0 else 2 * share - current)
+            if cap <= 0:
+                raise
+            indicators = build(cap)
+            if indicators.total >= current:
+                raise  # the builder did not honour the cap: never loop forever
+            passes += 1
+            continue
+        return indicators, replace(bundle, capped=first - indicators.total)

@@ -782,7 +782,7 @@ def _falco(r: _Reader) -> FalcoTarget:
         namespace=r.string("namespace", "falco", pattern=_DNS_LABEL),
         daemon_set=daemon_set,
         selector=r.string("selector", "app.kubernetes.io/name=falco", pattern=_SELECTOR),
-        config_map_prefix=r.string("configMapPrefix", "", pattern=_PREFIX) if r.has("configMapPrefix") else "",
+        config_map_prefix=_config_map_prefix(r),
         max_shards=r.integer("maxShards", 16, minimum=1, maximum=256),
         directions=tuple(Direction(d) for d in sorted(set(directions))) if directions else FalcoTarget.directions,
         priority=priority,
@@ -796,9 +796,23 @@ def _falco(r: _Reader) -> FalcoTarget:
     return target
 
 
-# configMapPrefix: a DNS label of at most 48 characters, no `.` or `_`: Feed.rule_prefix maps `-` to `_`, which
-# must stay injective (rule names are unique exactly when ConfigMap names are).
-_PREFIX = re.compile(r"^[a-z0-9]([-a-z0-9]{0,46}[a-z0-9])?$")
+# configMapPrefix: `misp-` and a DNS label, at most 48 characters, no `.` or `_`: Feed.rule_prefix maps `-` to
+# `_`, which must stay injective (rule names are unique exactly when ConfigMap names are), and every Falco name we
+# emit starts with `misp_` (never an upstream name such as `outbound`: reference/FALCO.md).
+_PREFIX = re.compile(r"^misp-[a-z0-9]([-a-z0-9]{0,41}[a-z0-9])?$")
+
+
+def _config_map_prefix(r: _Reader) -> str:
+    if not r.has("configMapPrefix"):
+        return ""
+    value = r.string("configMapPrefix")
+    if not _PREFIX.match(value):
+        raise SpecError(
+            r.at("configMapPrefix"),
+            f"expected misp- then lower-case letters, digits and '-', at most 48 characters (it names the ConfigMaps "
+            f"and, with '-' as '_', the Falco rules), got {value!r}",
+        )
+    return value
 
 
 # ---------------------------------------------------------------------- reporting: alerts -> MISP (issue 5)

@@ -26,6 +26,8 @@ def format_summary(feed: Feed, fetched: int, indicators: IndicatorSet, bundle: R
     rows.append(("emitted total", str(indicators.total)))
     rows += [(f"rejected {k}", f"{v}  ({REJECT_REASONS.get(k, k)})") for k, v in indicators.rejected.items()]
     rows += [(f"adjusted {k}", f"{v}  ({ADJUSTMENTS.get(k, k)})") for k, v in indicators.adjusted.items()]
+    if bundle.capped:
+        rows.append(("capped for capacity", f"{bundle.capped}  (oldest left out: beyond falco.maxShards shards)"))
     rows += [
         ("shards", str(len(bundle.shards))),
         ("bytes", str(bundle.total_bytes)),

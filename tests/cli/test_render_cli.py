@@ -81,11 +81,11 @@ def test_text_feed_and_configmaps_format(tmp_path: Path, capsys: pytest.CaptureF
     assert main(["render", "--feed", str(REPO / "examples/sample-text-feed.yaml"), "--out", str(out)]) == 0
     assert main(["render", "--feed", str(REPO / "examples/sample-text-feed.yaml"), "--out", str(out),
                  "--format", "configmaps"]) == 0  # fmt: skip
-    cm = yaml.safe_load((out / "misp-sample-ipsum-0.configmap.yaml").read_text())
+    cm = yaml.safe_load((out / "misp-falco-sample-ipsum-0.configmap.yaml").read_text())
     assert cm["kind"] == "ConfigMap" and cm["metadata"]["namespace"] == "falco"
     assert cm["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "falco-misp-operator"
-    rules = cm["data"]["misp-sample-ipsum-0.yaml"]
-    assert rules.encode() == (out / "misp-sample-ipsum-0.yaml").read_bytes()  # same bytes both ways
+    rules = cm["data"]["misp-falco-sample-ipsum-0.yaml"]
+    assert rules.encode() == (out / "misp-falco-sample-ipsum-0.yaml").read_bytes()  # same bytes both ways
     items = lists_of(out)
     assert items["inbound_addresses"] == ["198.51.100.31", "203.0.113.21", "203.0.113.22", "2001:db8:1::31"]
     assert "rejected invalid_address" in capsys.readouterr().out  # "not-an-address" line, once per type
@@ -128,7 +128,7 @@ def test_render_from_misp_server_with_reference_data(tmp_path: Path, misp: MispE
     body = searches[0].json or {}
     assert body["type"] == ["ip-src", "ip-dst", "ip-dst|port"] and body["to_ids"] in (1, "1", True)
     assert [r.json["page"] for r in searches if r.json] == list(range(1, len(searches) + 1))
-    assert key not in (tmp_path / "out").joinpath("misp-cli-0.yaml").read_text()
+    assert key not in (tmp_path / "out").joinpath("misp-default-cli-0.yaml").read_text()
 
 
 def test_filters_are_sent_and_honoured(tmp_path: Path, misp: MispEmulator, key: str) -> None:
@@ -269,11 +269,40 @@ def test_bad_feed_and_too_many_shards(tmp_path: Path, capsys: pytest.CaptureFixt
 def test_stale_shards_removed_and_other_files_untouched(tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
-    (out / "misp-cli-7.yaml").write_text("stale")
+    (out / "misp-default-cli-7.yaml").write_text("stale")
     (out / "falco_rules.local.yaml").write_text("mine")
-    (out / "misp-cli-other.yaml").write_text("not a shard name")
+    (out / "misp-default-cli-other.yaml").write_text("not a shard name")
     export = tmp_path / "e.json"
     export.write_text(json.dumps(misp_event(1, [{"type": "ip-dst", "value": "8.8.4.4"}])))
     assert main(["render", "--feed", str(write_feed(tmp_path, {"source": {"file": {"url": "e.json"}}})),
                  "--out", str(out), "-q"]) == 0  # fmt: skip
-    assert sorted(p.name for p in out.iterdir()) == ["falco_rules.local.yaml", "misp-cli-0.yaml", "misp-cli-other.yaml"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "falco_rules.local.yaml",
+        "misp-default-cli-0.yaml",
+        "misp-default-cli-other.yaml",
+    ]
+
+
+def test_summary_reports_indicators_capped_for_capacity_as_information() -> None:
+    from dataclasses import replace
+
+    from falco_misp.indicators import IndicatorBuilder, IndicatorSet
+    from falco_misp.render import render_within_capacity
+    from falco_misp.summary import format_summary
+    from helpers import attr, feed
+
+    f = feed(name="full", falco={"shardBytes": 16 * 1024, "maxShards": 1})
+    attrs = [attr(f"8.{i // 250}.{i % 250}.1", ts=i) for i in range(3000)]
+
+    def build(cap: int | None) -> IndicatorSet:
+        spec = f.spec if cap is None else replace(f.spec, limits=replace(f.spec.limits, max_indicators=cap))
+        return IndicatorBuilder(spec).add_all(attrs).build()
+
+    indicators, bundle = render_within_capacity(f, build)
+    text = format_summary(f, len(attrs), indicators, bundle)
+    row = next(line for line in text.splitlines() if line.startswith("capped for capacity"))
+    assert row.split()[3] == str(bundle.capped) == str(3000 - indicators.total)
+    assert bundle.capped > 0 and "WARNING" not in text and "error" not in text.lower()
+    assert re.search(rf"^emitted total\s+{indicators.total}$", text, re.M)  # what the rules hold
+    full = format_summary(f, 1, indicators, replace(bundle, capped=0))
+    assert "capped" not in full

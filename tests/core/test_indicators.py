@@ -47,6 +47,13 @@ CASES: list[tuple[str, str, tuple[str, ...]]] = [
     ("ip-dst", "100.64.0.1", ("rejected", "non_global")),
     ("ip-dst", "192.0.2.1", ("rejected", "documentation")),
     ("ip-dst", "2001:db8::1", ("rejected", "documentation")),
+    ("ip-dst", "3fff::1", ("rejected", "documentation")),
+    ("ip-dst", "192.0.0.8", ("rejected", "reserved")),
+    ("ip-dst", "192.0.0.9", ("address", "outbound", "192.0.0.9")),  # IANA: globally reachable (PCP anycast)
+    ("ip-dst", "2001:2::1", ("rejected", "private")),  # IETF protocol assignments, benchmarking
+    ("ip-dst", "2001:4:112::1", ("address", "outbound", "2001:4:112::1")),  # IANA: globally reachable (AS112)
+    ("ip-dst", "fec0::1", ("rejected", "reserved")),  # deprecated site-local
+    ("ip-dst", "64:ff9b::808:808", ("rejected", "reserved")),
     ("ip-dst", "fe80::1%eth0", ("rejected", "invalid_address")),
     ("ip-dst", "01.2.3.4", ("rejected", "invalid_address")),
     ("ip-dst", "1.2.3.4) or (proc.name=sh", ("rejected", "invalid_address")),
@@ -184,3 +191,67 @@ def test_counts_shape() -> None:
         "outbound_domains": 0,
     }
     assert ipaddress.ip_network(got.networks[OUT][0]).num_addresses == 256
+
+
+# Issue 11 item 4: a CIDR overlapping non-global blocks keeps its global rest (as CIDRs); only a CIDR with nothing
+# global left is rejected, with the reason covering most of it. (feed sections, value, addresses, networks,
+# rejected, adjusted).
+CARVE_CASES: list[tuple[dict, str, tuple[str, ...], tuple[str, ...], dict[str, int], dict[str, int]]] = [
+    ({}, "203.0.0.0/16", (), (
+        "203.0.0.0/18", "203.0.64.0/19", "203.0.96.0/20", "203.0.112.0/24", "203.0.114.0/23", "203.0.116.0/22",
+        "203.0.120.0/21", "203.0.128.0/17",
+    ), {}, {"carved_documentation": 1}),
+    ({}, "192.0.0.0/16", ("192.0.0.9", "192.0.0.10"), (  # 192.0.0.0/24 but its two global anycast addresses
+        "192.0.1.0/24", "192.0.3.0/24", "192.0.4.0/22", "192.0.8.0/21", "192.0.16.0/20", "192.0.32.0/19",
+        "192.0.64.0/18", "192.0.128.0/17",
+    ), {}, {"carved_reserved": 2, "carved_documentation": 1}),
+    ({"exclusions": {"keepDocumentation": True}}, "203.0.0.0/16", (), ("203.0.0.0/16",), {}, {}),
+    ({"exclusions": {"keepNonGlobal": True}}, "0.0.0.0/30", ("0.0.0.1",), ("0.0.0.2/31",), {},
+     {"carved_unspecified": 1}),  # keepNonGlobal never keeps the unspecified address, inside a CIDR neither
+    ({"exclusions": {"cidrs": ["203.0.0.0/17"]}}, "203.0.0.0/16", (), ("203.0.128.0/17",), {},
+     {"carved": 1, "carved_documentation": 1}),
+    ({"limits": {"minPrefixV4": 8}}, "198.0.0.0/8", (), (
+        "198.0.0.0/12", "198.16.0.0/15", "198.20.0.0/14", "198.24.0.0/13", "198.32.0.0/12", "198.48.0.0/15",
+        "198.50.0.0/16", "198.51.0.0/18", "198.51.64.0/19", "198.51.96.0/22", "198.51.101.0/24", "198.51.102.0/23",
+        "198.51.104.0/21", "198.51.112.0/20", "198.51.128.0/17", "198.52.0.0/14", "198.56.0.0/13", "198.64.0.0/10",
+        "198.128.0.0/9",
+    ), {}, {"carved_non_global": 1, "carved_documentation": 1}),
+    # entirely non-global: rejected, with the reason of the largest part
+    ({}, "0.0.0.0/16", (), (), {"reserved": 1}, {}),
+    ({"limits": {"minPrefixV4": 8}}, "10.0.0.0/8", (), (), {"private": 1}, {}),
+    ({"exclusions": {"cidrs": ["198.51.101.0/24"]}}, "198.51.100.0/23", (), (), {"documentation": 1}, {}),
+    ({"exclusions": {"cidrs": ["8.8.0.0/16"]}}, "8.8.8.0/24", (), (), {"allowlisted": 1}, {}),
+    # IPv6: every block inside the CIDR counts, not only its first and last address
+    ({"limits": {"minPrefixV6": 28}}, "2001:db0::/28", (),
+     ("2001:db0::/29", "2001:db9::/32", "2001:dba::/31", "2001:dbc::/30"), {}, {"carved_documentation": 1}),
+    ({}, "2001:4::/32", (), ("2001:4:112::/48",), {}, {"carved_private": 2}),
+    ({}, "2001:1::/32", ("2001:1::1",), ("2001:1::2/127",), {}, {"carved_private": 2}),
+    ({"limits": {"minPrefixV6": 16}}, "fe80::/16", (), (), {"link_local": 1}, {}),
+    ({}, "2001:db8::/32", (), (), {"documentation": 1}, {}),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("sections", "value", "addresses", "networks", "rejected", "adjusted"),
+    CARVE_CASES,
+    ids=[f"{c[1]}{'-' + '-'.join(c[0]) if c[0] else ''}" for c in CARVE_CASES],
+)
+def test_cidrs_are_carved_around_non_global_blocks(
+    sections: dict, value: str, addresses: tuple[str, ...], networks: tuple[str, ...], rejected: dict, adjusted: dict
+) -> None:
+    got = indicators([value], feed(**sections))
+    assert got.addresses == ({OUT: addresses} if addresses else {})
+    assert got.networks == ({OUT: networks} if networks else {})
+    assert (got.rejected, got.adjusted) == (rejected, adjusted)
+
+
+def test_carved_pieces_follow_the_collapse_and_containment_rules() -> None:
+    # the pieces of 203.0.0.0/16 merge with the feed's other CIDRs, never broader than the minimum prefix, and
+    # cover the feed's addresses inside them
+    f = feed(limits={"minPrefixV4": 16})
+    got = indicators(["203.0.0.0/16", "203.1.0.0/16", "203.0.5.5", "203.0.113.7", "203.0.112.0/24"], f)
+    assert got.networks[OUT][-2:] == ("203.0.128.0/17", "203.1.0.0/16")
+    assert "203.0.112.0/24" in got.networks[OUT] and got.addresses == {}
+    assert got.rejected == {"documentation": 1}
+    assert got.adjusted["covered_by_network"] == 1 and got.adjusted["carved_documentation"] == 1
+    assert all(ipaddress.ip_network(n).prefixlen >= 16 for n in got.networks[OUT])

@@ -178,3 +178,12 @@ def test_exported_and_static_feeds_still_take_local_filters() -> None:
     for source in ({"file": {"url": "x.json"}}, {"mispFeed": {"url": "https://feeds.example/circl/"}}):
         spec = parse_spec({"source": source, "filters": {"orgs": ["CIRCL"], "tags": {"any": ["tlp:white"]}}})
         assert spec.filters[0].orgs == ("CIRCL",) and spec.filters[0].tags.any == ("tlp:white",)
+
+
+@pytest.mark.parametrize("prefix", ["ipsum", "outbound", "misp", "misp-", "misp-a_b", "misp-a.b", "misp-" + "a" * 44])
+def test_config_map_prefixes_start_with_misp_and_map_to_rule_names(prefix: str) -> None:
+    # the prefix names the Falco rules too: every name we emit starts with misp_ (never an upstream name)
+    with pytest.raises(SpecError) as caught:
+        parse_spec({"source": {"text": {"url": "x"}}, "falco": {"configMapPrefix": prefix}}, "spec")
+    assert caught.value.field == "spec.falco.configMapPrefix"
+    assert "expected misp-" in str(caught.value)

@@ -10,6 +10,7 @@ volumes and mounts are validated as a real Pod spec.
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any
 
@@ -178,6 +179,26 @@ def test_two_feeds_share_one_falco_without_colliding() -> None:
     assert len({f.config_map_prefix for f in feeds}) == 2
     names = [{f"{f.config_map_prefix}-{i}" for i in range(f.spec.falco.max_shards)} for f in feeds]
     assert not names[0] & names[1]
+    assert len({f.rule_prefix for f in feeds}) == 2 and len({f.tag for f in feeds}) == 2
+
+
+def test_config_map_names_in_docs_and_examples_are_those_the_feeds_write() -> None:
+    """Every ``configMap: {name: ...}`` in the examples and docs is a shard an example feed writes (default prefix
+    ``misp-<namespace>-<name>``): a stale name mounts nothing, silently (the sources are optional)."""
+    written = {
+        f"{feed.config_map_prefix}-{i}"
+        for _, doc in FEEDS
+        for feed in [parse_feed(doc)]
+        for i in range(feed.spec.falco.max_shards)
+    }
+    texts = [*EXAMPLES.rglob("*.yaml"), REPO / "README.md", *(REPO / "docs").glob("*.md")]
+    found = {
+        (path.relative_to(REPO).as_posix(), name)
+        for path in texts
+        for name in re.findall(r"configMap: \{name: ([a-z0-9-]+)", path.read_text(encoding="utf-8"))
+    }
+    assert len(found) > 20
+    assert sorted(f"{p}: {n}" for p, n in found if n not in written) == []
 
 
 def test_example_feeds_work_with_the_default_chart_rbac() -> None:

@@ -9,6 +9,7 @@ import pytest
 
 from falco_misp.attributes import attributes_from_document
 from falco_misp.pipeline import build_result
+from falco_misp.spec import Feed, parse_feed
 from helpers import REPO, feed
 from rulecheck import drop_ipv6_networks, expand, falco_shape_errors, load, sysdig_compile
 
@@ -75,3 +76,43 @@ def test_compiler_catches_a_broken_condition() -> None:
     assert sysdig_compile("fd.sip in (1.2.3.4) and (") is not None
     assert sysdig_compile('fd.sip in ("10.0.0.0/8")') is not None  # a CIDR in an address field
     assert sysdig_compile("fd.sip in (1.2.3.4) or (proc.name=sh") is not None
+
+
+def _feed_in(namespace: str) -> Feed:
+    return parse_feed({"metadata": {"name": "intel", "namespace": namespace},
+                       "spec": {"source": {"file": {"url": "x.json"}}, "filters": {"types": ALL_TYPES},
+                                "falco": {"domains": True}, "exclusions": {"keepDocumentation": True}}})  # fmt: skip
+
+
+def _event(*values: tuple[str, str]) -> dict[str, object]:
+    return {"Event": {"info": "team", "Attribute": [{"type": t, "value": v} for t, v in values]}}
+
+
+def test_same_named_feeds_of_two_namespaces_compile_together_and_keep_their_items() -> None:
+    """Falco loads both teams' files into one engine, where the last definition of a name wins (reference/FALCO.md):
+    modelled by merging the documents by name, then every rule's expanded condition compiles and still holds its
+    own feed's items."""
+    team_a = _event(
+        ("ip-dst", "45.0.0.1"), ("ip-dst", "45.1.0.0/24"), ("ip-src", "46.0.0.1"), ("domain", "a.example.org")
+    )
+    team_b = _event(
+        ("ip-dst", "47.0.0.2"), ("ip-dst", "47.1.0.0/24"), ("ip-src", "48.0.0.2"), ("domain", "b.example.org")
+    )
+    merged: dict[tuple[str, str], dict[str, object]] = {}
+    for namespace, event in (("team-a", team_a), ("team-b", team_b)):
+        for shard in build_result(_feed_in(namespace), attributes_from_document(event)).bundle.shards:
+            for d in load(shard.content):
+                kind = next(k for k in ("list", "macro", "rule") if k in d)
+                merged[(kind, str(d[kind]))] = d
+    docs = list(merged.values())
+    assert falco_shape_errors(docs) == []
+    rules = expand(docs)
+    assert len(rules) == 8  # 4 per feed (no inbound networks): nothing overridden
+    expected = {"team_a": ("45.0.0.1", "45.1.0.0/24", "46.0.0.1", "a.example.org"),
+                "team_b": ("47.0.0.2", "47.1.0.0/24", "48.0.0.2", "b.example.org")}  # fmt: skip
+    for rule, condition in rules.items():
+        assert sysdig_compile(condition) is None, rule
+        team = "team_a" if rule.startswith("misp_team_a_intel_0 ") else "team_b"
+        assert rule.startswith(f"misp_{team}_intel_0 ")
+        own, other = expected[team], expected["team_b" if team == "team_a" else "team_a"]
+        assert any(v in condition for v in own) and not any(v in condition for v in other), rule

@@ -37,7 +37,7 @@ from helpers import misp_event
 
 pytestmark = OPERATOR_TEST
 TOKEN = "e2e-token-0123456789abcdef"
-RULE = "misp_intel_0 outbound connection to a listed address"
+RULE = "misp_security_intel_0 outbound connection to a listed address"
 
 
 def alert(remote: str) -> dict:
@@ -46,9 +46,9 @@ def alert(remote: str) -> dict:
         "priority": "Warning",
         "rule": RULE,
         "source": "syscall",
-        "tags": ["misp", "misp_intel", "mitre_command_and_control", "network"],
+        "tags": ["misp", "misp_feed:security/intel", "mitre_command_and_control", "network"],
         "time": "2026-01-05T12:00:00.5Z",
-        "output": f"Outbound connection to MISP-listed address (feed=intel remote={remote}:443)",
+        "output": f"Outbound connection to MISP-listed address (feed=security/intel remote={remote}:443)",
         "output_fields": {"fd.sip": remote, "fd.sport": 443, "fd.cip": "10.0.0.5", "proc.exepath": "/usr/bin/curl",
                           "k8s.ns.name": "shop", "k8s.pod.name": "web-1"},
     }  # fmt: skip
@@ -72,8 +72,8 @@ async def test_alert_to_sighting_and_kubernetes_event(
         spec = misp_spec(misp, reporting={"sightings": {"enabled": True}})
         await create(kmock, feed_body("intel", "security", spec))
         await eventually(lambda: cond(status_of(kmock, "security", "intel"), "Ready").get("status") == "True")
-        await eventually(lambda: reporter.registry.by_ident.get("misp_intel"), what="feed registered")
-        (registered,) = reporter.registry.by_ident["misp_intel"]
+        await eventually(lambda: reporter.registry.by_ident.get("misp_security_intel"), what="feed registered")
+        (registered,) = reporter.registry.by_ident["misp_security_intel"]
         assert registered.uid == "uid-security-intel" and registered.index.attributes == 2
 
         endpoint = f"http://127.0.0.1:{intake.port}/alerts"
@@ -94,7 +94,7 @@ async def test_alert_to_sighting_and_kubernetes_event(
             feed_url("security", "intel"), json={"metadata": {"generation": 2}, "spec": {"reporting": None}}
         )
         assert resp.status == 200
-        await eventually(lambda: "misp_intel" not in reporter.registry.by_ident, what="feed unregistered")
+        await eventually(lambda: "misp_security_intel" not in reporter.registry.by_ident, what="feed unregistered")
         async with http.post(endpoint, json=alert("45.0.0.7"), headers=headers) as resp:
             assert (await resp.json())["outcomes"] == {"unknown_feed": 1}
 

@@ -250,7 +250,7 @@ MAXIMAL_REST: dict[str, Any] = {
     },
     "falco": {
         "namespace": "falco", "daemonSet": "falco", "selector": "app.kubernetes.io/name=falco",
-        "configMapPrefix": "misp", "maxShards": 4, "directions": ["inbound", "outbound"], "priority": "warning",
+        "configMapPrefix": "misp-all", "maxShards": 4, "directions": ["inbound", "outbound"], "priority": "warning",
         "tags": ["misp"], "domains": True, "rollout": "HotReload", "minRolloutInterval": "10m", "shardBytes": 65536,
     },
     "refresh": {"interval": "1h"},

@@ -134,7 +134,7 @@ async def scenario(
     async with running_operator(emulator, clock, namespaces=namespaces):
         # One feed rolls the DaemonSet it names (get), the other finds it by label selector (list).
         named = misp_spec(misp, SECRET, falco={"namespace": FALCO_NAMESPACE, "daemonSet": "falco"})
-        selected = misp_spec(misp, SECRET, falco={"namespace": FALCO_NAMESPACE, "configMapPrefix": "team-b-intel"})
+        selected = misp_spec(misp, SECRET, falco={"namespace": FALCO_NAMESPACE, "configMapPrefix": "misp-team-b-intel"})
         await create(emulator, feed_body("named", "security", named))
         await create(emulator, feed_body("selected", "team-b", selected))
         feeds = (("security", "named"), ("team-b", "selected"))
@@ -142,7 +142,7 @@ async def scenario(
         for namespace, name in feeds:
             status = await eventually(functools.partial(ready, emulator, namespace, name), what=f"{name} Ready")
             first[name] = status["rulesHash"]
-        assert {"misp-named-0", "team-b-intel-0"} <= set(configmaps(emulator, FALCO_NAMESPACE))
+        assert {"misp-security-named-0", "misp-team-b-intel-0"} <= set(configmaps(emulator, FALCO_NAMESPACE))
 
         # New MISP data: at the next refresh both feeds patch their ConfigMap and roll Falco.
         misp.add_event(misp_event(2, ip_attrs(ips(3, second=9))))
@@ -156,7 +156,7 @@ async def scenario(
         resp = await emulator.delete(feed_url("security", "named"))
         assert resp.status == 200
         await eventually(lambda: emulator.objects[FEEDS, "security", "named"].deleted, what="finalizer released")
-        assert "misp-named-0" not in configmaps(emulator, FALCO_NAMESPACE)
+        assert "misp-security-named-0" not in configmaps(emulator, FALCO_NAMESPACE)
 
     return recorded_calls(emulator, mark)
 
@@ -254,4 +254,3 @@ def test_chart_args_start_the_operator_the_same_way(namespaces: list[str]) -> No
     args = build_parser().parse_args(["run", *container["args"]])
     assert args.namespaces == namespaces
     assert args.all_namespaces is (not namespaces)
-    assert args.peering is None  # standalone, as in the scenario

@@ -65,7 +65,9 @@ async def test_run_command(kmock: kmock.KubernetesEmulator, misp: MispEmulator, 
             "falco": {"namespace": "falco"},
         }
         await create(kmock, feed_body("ipsum", "falco", spec))
-        await eventually(lambda: "misp-ipsum-0" in configmaps(kmock, "falco"), timeout=20, what="ConfigMap written")
+        await eventually(
+            lambda: "misp-falco-ipsum-0" in configmaps(kmock, "falco"), timeout=20, what="ConfigMap written"
+        )
         # Each address of a plain list stands for ip-src and ip-dst: inbound and outbound entries.
         await eventually(lambda: status_of(kmock, "falco", "ipsum")["indicators"]["total"] == 6, what="status")
         answer = await http_get(port, "/healthz")

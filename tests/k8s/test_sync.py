@@ -74,7 +74,7 @@ async def test_apply_change_resync_and_secret_change(
         assert status["observedGeneration"] == 1
         assert status["indicators"]["total"] == 5
         assert status["indicators"]["byKind"]["outbound_addresses"] == 5
-        assert status["configMaps"] == ["misp-intel-0"]
+        assert status["configMaps"] == ["misp-security-intel-0"]
         assert status["falcoNamespace"] == "falco"
         assert cond(status, "Degraded")["status"] == "False"
         meta = kmock.objects[FEEDS, "security", "intel"].raw["metadata"]
@@ -82,9 +82,9 @@ async def test_apply_change_resync_and_secret_change(
         assert "falco-misp.io/last-handled-configuration" in meta["annotations"]
         assert all(k.startswith("falco-misp.io/") for k in meta["annotations"])
         cms = configmaps(kmock, "falco")
-        assert set(cms) == {"falco-rules", "misp-intel-0"}
+        assert set(cms) == {"falco-rules", "misp-security-intel-0"}
         assert cms["falco-rules"]["data"] == {"rules.yaml": "# not ours\n"}
-        intel = cms["misp-intel-0"]
+        intel = cms["misp-security-intel-0"]
         assert intel["metadata"]["labels"] == {
             LABEL_MANAGED_BY: "falco-misp-operator",
             LABEL_FEED: "intel",
@@ -104,10 +104,12 @@ async def test_apply_change_resync_and_secret_change(
             lambda: (s := status_of(kmock, "security", "intel"))["rulesHash"] != first_hash and s, what="new hash"
         )
         assert status["indicators"]["total"] == 7
-        assert sorted(rule_items(configmaps(kmock, "falco")["misp-intel-0"])) == sorted(ips(5) + ips(2, second=9))
+        assert sorted(rule_items(configmaps(kmock, "falco")["misp-security-intel-0"])) == sorted(
+            ips(5) + ips(2, second=9)
+        )
         assert pod_annotations(kmock)[key] == status["rulesHash"]
         changed = writes(kmock, mark)
-        assert changed == ["PATCH configmaps falco/misp-intel-0", "PATCH daemonsets falco/falco"]
+        assert changed == ["PATCH configmaps falco/misp-security-intel-0", "PATCH daemonsets falco/falco"]
 
         # A resync with unchanged data: MISP is asked again, nothing is written.
         mark = request_count(kmock)
@@ -152,7 +154,7 @@ async def test_source_failures_keep_the_rules(
     async with running_operator(kmock, clock):
         await create(kmock, feed_body("intel", "falco", misp_spec(misp)))
         await eventually(lambda: cond(status_of(kmock, "falco", "intel"), "Ready").get("status") == "True")
-        applied = configmaps(kmock, "falco")["misp-intel-0"]
+        applied = configmaps(kmock, "falco")["misp-falco-intel-0"]
         applied_hash = status_of(kmock, "falco", "intel")["rulesHash"]
         mark = request_count(kmock)
 
@@ -181,7 +183,7 @@ async def test_source_failures_keep_the_rules(
         await eventually(
             lambda: "HTTP5" in cond(status_of(kmock, "falco", "intel"), "Degraded")["message"], what="HTTP 500"
         )
-        assert configmaps(kmock, "falco")["misp-intel-0"] == applied
+        assert configmaps(kmock, "falco")["misp-falco-intel-0"] == applied
         assert writes(kmock, mark) == []
 
         # MISP is back: the next retry succeeds, Degraded clears, the unchanged rules are not rewritten.
@@ -210,7 +212,7 @@ async def test_drop_held_back_then_prune_then_delete(
     misp.add_event(misp_event(1, ip_attrs(ips(2000)), org="Big"))
     misp.add_event(misp_event(2, ip_attrs(ips(3, second=50)), org="Small"))
     await create(kmock, daemonset_body())
-    await create(kmock, configmap_body("misp-big-9", "falco"))  # same prefix, not ours: never touched
+    await create(kmock, configmap_body("misp-falco-big-9", "falco"))  # same prefix, not ours: never touched
     await create(kmock, secret_body("misp-auth", "falco", misp.api_key))
     await create(kmock, secret_body("misp-auth", "team-b", misp.api_key))
     big_spec = misp_spec(misp, filters={"orgs": ["Big"]}, falco={"shardBytes": 16384})
@@ -220,11 +222,17 @@ async def test_drop_held_back_then_prune_then_delete(
         await create(kmock, feed_body("big", "falco", big_spec))
         await create(kmock, feed_body("small", "team-b", misp_spec(misp, filters={"orgs": ["Small"]})))
         await eventually(
-            lambda: status_of(kmock, "falco", "big").get("configMaps") == [f"misp-big-{i}" for i in range(3)]
+            lambda: status_of(kmock, "falco", "big").get("configMaps") == [f"misp-falco-big-{i}" for i in range(3)]
         )
-        await eventually(lambda: status_of(kmock, "team-b", "small").get("configMaps") == ["misp-small-0"])
+        await eventually(lambda: status_of(kmock, "team-b", "small").get("configMaps") == ["misp-team-b-small-0"])
         before = configmaps(kmock, "falco")
-        assert {"misp-big-0", "misp-big-1", "misp-big-2", "misp-big-9", "misp-small-0"} <= set(before)
+        assert {
+            "misp-falco-big-0",
+            "misp-falco-big-1",
+            "misp-falco-big-2",
+            "misp-falco-big-9",
+            "misp-team-b-small-0",
+        } <= set(before)
         annotations = pod_annotations(kmock)
         assert annotations[big_key] == status_of(kmock, "falco", "big")["rulesHash"]  # one key per feed
         assert annotations[small_key] == status_of(kmock, "team-b", "small")["rulesHash"]
@@ -259,17 +267,17 @@ async def test_drop_held_back_then_prune_then_delete(
         status = await eventually(
             lambda: (s := status_of(kmock, "falco", "big")) and s.get("appliedGeneration") == 2 and s, what="applied"
         )
-        assert status["configMaps"] == ["misp-big-0"]
+        assert status["configMaps"] == ["misp-falco-big-0"]
         assert cond(status, "Degraded")["status"] == "False"
         after = configmaps(kmock, "falco")
-        assert {"misp-big-1", "misp-big-2"}.isdisjoint(after)
-        assert sorted(rule_items(after["misp-big-0"])) == sorted(ips(300))
-        assert after["misp-big-9"] == before["misp-big-9"]
-        assert after["misp-small-0"] == before["misp-small-0"]
+        assert {"misp-falco-big-1", "misp-falco-big-2"}.isdisjoint(after)
+        assert sorted(rule_items(after["misp-falco-big-0"])) == sorted(ips(300))
+        assert after["misp-falco-big-9"] == before["misp-falco-big-9"]
+        assert after["misp-team-b-small-0"] == before["misp-team-b-small-0"]
         assert sorted(writes(kmock, mark)) == [
-            "DELETE configmaps falco/misp-big-1",
-            "DELETE configmaps falco/misp-big-2",
-            "PATCH configmaps falco/misp-big-0",
+            "DELETE configmaps falco/misp-falco-big-1",
+            "DELETE configmaps falco/misp-falco-big-2",
+            "PATCH configmaps falco/misp-falco-big-0",
             "PATCH daemonsets falco/falco",
         ]
 
@@ -278,8 +286,8 @@ async def test_drop_held_back_then_prune_then_delete(
         assert resp.status == 200
         await eventually(lambda: kmock.objects[FEEDS, "falco", "big"].deleted, what="finalizer released")
         remaining = configmaps(kmock, "falco")
-        assert set(remaining) == {"misp-big-9", "misp-small-0"}
-        assert remaining["misp-small-0"] == before["misp-small-0"]
+        assert set(remaining) == {"misp-falco-big-9", "misp-team-b-small-0"}
+        assert remaining["misp-team-b-small-0"] == before["misp-team-b-small-0"]
         annotations = pod_annotations(kmock)
         assert big_key not in annotations and small_key in annotations
 
@@ -301,13 +309,13 @@ async def test_invalid_spec_missing_daemonset_rollout_modes(
             kmock, feed_body("nods", "feeds", misp_spec(misp, filters={"orgs": ["A"]}, falco={"namespace": "falco-b"}))
         )
         # HotReload never touches the DaemonSet; a short refresh and a long minRolloutInterval defer rollouts.
-        hot = misp_spec(misp, filters={"orgs": ["A"]}, falco={"rollout": "HotReload", "configMapPrefix": "hot"})
+        hot = misp_spec(misp, filters={"orgs": ["A"]}, falco={"rollout": "HotReload", "configMapPrefix": "misp-hot"})
         await create(kmock, feed_body("hot", "feeds", hot))
         slow = misp_spec(misp, filters={"orgs": ["B"]}, falco={"minRolloutInterval": "1h"}, refresh={"interval": "1m"})
         await create(kmock, feed_body("slow", "feeds", slow))
         # A ConfigMap of the same name that this feed does not own is never overwritten.
-        await create(kmock, configmap_body("taken-0", "falco"))
-        await create(kmock, feed_body("clash", "feeds", misp_spec(misp, falco={"configMapPrefix": "taken"})))
+        await create(kmock, configmap_body("misp-taken-0", "falco"))
+        await create(kmock, feed_body("clash", "feeds", misp_spec(misp, falco={"configMapPrefix": "misp-taken"})))
 
         status = await eventually(lambda: (s := status_of(kmock, "feeds", "bad")) and "conditions" in s and s)
         ready = cond(status, "Ready")
@@ -322,17 +330,17 @@ async def test_invalid_spec_missing_daemonset_rollout_modes(
         assert (degraded["status"], degraded["reason"]) == ("True", "DaemonSetNotFound")
         assert "app.kubernetes.io/name=falco" in degraded["message"]
         assert status["rollout"]["pending"] is True
-        assert set(configmaps(kmock, "falco-b")) == {"misp-nods-0"}
+        assert set(configmaps(kmock, "falco-b")) == {"misp-feeds-nods-0"}
 
         status = await eventually(lambda: (s := status_of(kmock, "feeds", "clash")) and "conditions" in s and s)
         assert cond(status, "Degraded")["reason"] == "ConfigMapConflict"
-        assert "falco/taken-0 exists and is not managed by this feed" in cond(status, "Degraded")["message"]
+        assert "falco/misp-taken-0 exists and is not managed by this feed" in cond(status, "Degraded")["message"]
         assert cond(status, "Ready")["status"] == "False"
-        assert configmaps(kmock, "falco")["taken-0"]["data"] == {"rules.yaml": "# not ours\n"}
+        assert configmaps(kmock, "falco")["misp-taken-0"]["data"] == {"rules.yaml": "# not ours\n"}
 
         await eventually(lambda: "rulesHash" in status_of(kmock, "feeds", "hot"))
         await eventually(lambda: "rulesHash" in status_of(kmock, "feeds", "slow"))
-        assert "hot-0" in configmaps(kmock, "falco")
+        assert "misp-hot-0" in configmaps(kmock, "falco")
         assert status_of(kmock, "feeds", "hot")["rollout"] == {"mode": "HotReload", "pending": False, "daemonSets": []}
         slow_key = rollout_annotation_key("feeds", "slow")
         first = status_of(kmock, "feeds", "slow")["rulesHash"]
@@ -370,8 +378,8 @@ async def test_invalid_spec_missing_daemonset_rollout_modes(
         )
         assert resp.status == 200
         await eventually(lambda: status_of(kmock, "feeds", "slow").get("falcoNamespace") == "falco-b", what="moved")
-        assert "misp-slow-0" in configmaps(kmock, "falco-b")
-        assert "misp-slow-0" not in configmaps(kmock, "falco")
+        assert "misp-feeds-slow-0" in configmaps(kmock, "falco-b")
+        assert "misp-feeds-slow-0" not in configmaps(kmock, "falco")
         assert slow_key not in pod_annotations(kmock)
         assert slow_key in pod_annotations(kmock, namespace="falco-b")
 

@@ -114,7 +114,7 @@ async def test_zeromq_messages_trigger_debounced_syncs(
         sent = time.monotonic()
         publisher.send("misp_json_attribute", attribute_message(misp, "45.9.1.7"))
         await eventually(
-            lambda: "45.9.1.7" in rule_items(configmaps(kmock, "falco")["misp-intel-0"]), timeout=DEBOUNCE + 8
+            lambda: "45.9.1.7" in rule_items(configmaps(kmock, "falco")["misp-falco-intel-0"]), timeout=DEBOUNCE + 8
         )
         assert time.monotonic() - sent < DEBOUNCE + 5
         assert time.monotonic() - sent >= DEBOUNCE * 0.9  # debounced, not immediate
@@ -159,7 +159,7 @@ async def test_zeromq_messages_trigger_debounced_syncs(
         for value in burst:
             publisher.send("misp_json_attribute", attribute_message(misp, value))
         await eventually(lambda: searches(misp) == 3, timeout=DEBOUNCE + 8, what="the burst's sync")
-        await eventually(lambda: set(burst) <= rule_items(configmaps(kmock, "falco")["misp-intel-0"]))
+        await eventually(lambda: set(burst) <= rule_items(configmaps(kmock, "falco")["misp-falco-intel-0"]))
         await asyncio.sleep(DEBOUNCE * 2)
         assert searches(misp) == 3
         assert sample(registry, "falco_misp_live_relevant_messages_total") == 101
@@ -167,7 +167,7 @@ async def test_zeromq_messages_trigger_debounced_syncs(
         assert status_of(kmock, "falco", "intel")["indicators"]["total"] == 104
         # conditions are keyed by type; their order depends on which writer came first
         assert sorted(c["type"] for c in status_of(kmock, "falco", "intel")["conditions"]) == [
-            "Degraded", "LiveUpdates", "Ready"
+            "Degraded", "LiveUpdates", "Ready", "Serving"
         ]  # fmt: skip
 
 
@@ -200,7 +200,7 @@ async def test_publisher_going_away_and_coming_back(
             misp.add_event(misp_event(2, ip_attrs(["45.9.1.7"]), published=False))
             publisher.send("misp_json_attribute", attribute_message(misp, "45.9.1.7"))
             await eventually(
-                lambda: "45.9.1.7" in rule_items(configmaps(kmock, "falco")["misp-intel-0"]), timeout=DEBOUNCE + 8
+                lambda: "45.9.1.7" in rule_items(configmaps(kmock, "falco")["misp-falco-intel-0"]), timeout=DEBOUNCE + 8
             )
 
             # Live updates removed from the spec: the subscriber leaves and the condition goes away.

@@ -17,14 +17,20 @@ from falco_misp.alerts import (
     daily_event,
     daily_event_uuid,
     event_attribute,
+    feed_tag,
     match_alert,
     notice_message,
     parse_alerts,
+    rule_ident,
     sighting_body,
 )
-from falco_misp.spec import Direction
+from falco_misp.indicators import IndicatorBuilder
+from falco_misp.spec import Direction, Feed
 
 NOW = float(ALERT_EPOCH + 60)
+IDENT = "misp_security_intel"  # feed security/intel: default ConfigMap prefix misp-security-intel
+OUT_NET = "outbound connection to a listed network"
+IN_ADDR = "inbound connection from a listed address"
 FEED = make_feed()
 ATTRIBUTES = [
     attribute("45.0.0.7", "ip-dst", 1, event=42, event_info="C2 of APT-X", tags=("tlp:green", "apt-x")),
@@ -58,14 +64,14 @@ def match(body: dict) -> tuple[Outcome, list[str]]:
     ("body", "outcome", "attributes"),
     [
         (falco_alert("45.0.0.7"), Outcome.MATCHED, [uuids(1), uuids(2)]),
-        (falco_alert("45.1.0.200", rule="misp_intel_0 outbound connection to a listed network"), Outcome.MATCHED,
+        (falco_alert("45.1.0.200", rule=f"{IDENT}_0 {OUT_NET}"), Outcome.MATCHED,
          [uuids(4), uuids(3)]),  # most specific first
-        (falco_alert("45.1.0.5", rule="misp_intel_1 outbound connection to a listed network"), Outcome.MATCHED,
+        (falco_alert("45.1.0.5", rule=f"{IDENT}_1 {OUT_NET}"), Outcome.MATCHED,
          [uuids(3)]),
         (falco_alert("45.2.0.9"), Outcome.MATCHED, [uuids(5)]),
-        (falco_alert("46.0.0.1", rule="misp_intel_0 inbound connection from a listed address"), Outcome.MATCHED,
+        (falco_alert("46.0.0.1", rule=f"{IDENT}_0 {IN_ADDR}"), Outcome.MATCHED,
          [uuids(6)]),
-        (falco_alert("2001:db8:1:2::5", rule="misp_intel_0 outbound connection to a listed network"),
+        (falco_alert("2001:db8:1:2::5", rule=f"{IDENT}_0 {OUT_NET}"),
          Outcome.MATCHED, [uuids(7)]),
         (falco_alert("45.3.0.1"), Outcome.MATCHED, [uuids(8)]),
         (falco_alert("::ffff:45.0.0.7"), Outcome.MATCHED, [uuids(1), uuids(2)]),
@@ -73,13 +79,13 @@ def match(body: dict) -> tuple[Outcome, list[str]]:
         (falco_alert("45.0.0.7", tags=[]), Outcome.MATCHED, [uuids(1), uuids(2)]),  # tags not sent: rule name only
         # an ip-src attribute is matched on inbound connections only, and the other way round
         (falco_alert("46.0.0.1"), Outcome.UNLISTED, []),
-        (falco_alert("45.0.0.7", rule="misp_intel_0 inbound connection from a listed address"), Outcome.UNLISTED, []),
+        (falco_alert("45.0.0.7", rule=f"{IDENT}_0 {IN_ADDR}"), Outcome.UNLISTED, []),
         (falco_alert("45.5.0.1"), Outcome.UNLISTED, []),
         (falco_alert("45.6.0.1"), Outcome.UNLISTED, []),
         (falco_alert("45.9.9.9"), Outcome.UNLISTED, []),
         (falco_alert("45.0.0.7", rule="Outbound Connection to C2 Servers"), Outcome.NOT_OURS, []),
         (falco_alert("45.0.0.7", tags=["network", "mitre_command_and_control"]), Outcome.NOT_OURS, []),
-        (falco_alert("45.0.0.7", tags=["misp", "misp_other"]), Outcome.UNKNOWN_FEED, []),
+        (falco_alert("45.0.0.7", tags=["misp", "misp_feed:security/other"]), Outcome.UNKNOWN_FEED, []),
         (falco_alert("45.0.0.7", rule=f"misp_other_0 {OUTBOUND}"), Outcome.UNKNOWN_FEED, []),
         (falco_alert("not-an-address"), Outcome.NO_ADDRESS, []),
         (falco_alert("45.0.0.7", **{"fd.sip": None}), Outcome.NO_ADDRESS, []),
@@ -91,7 +97,7 @@ def test_matching(body: dict, outcome: Outcome, attributes: list[str]) -> None:
 
 
 def test_hit_carries_the_attribute_context() -> None:
-    (alert,) = parse_alerts(falco_alert("45.1.0.200", rule="misp_intel_0 outbound connection to a listed network"), NOW)
+    (alert,) = parse_alerts(falco_alert("45.1.0.200", rule=f"{IDENT}_0 {OUT_NET}"), NOW)
     (hit,) = match_alert(alert, REGISTRY).hits
     assert hit.remote == "45.1.0.200"
     assert [(a.type, a.indicator, a.event.id, a.event.info) for a in hit.attributes] == [
@@ -108,7 +114,11 @@ def test_domain_rules_match_domain_attributes() -> None:
     registry = FeedRegistry().with_feed(
         reporting_feed(feed, [attribute("Evil.Example.org", "domain", 1), attribute("c2.example.net", "hostname", 2)])
     )
-    body = falco_alert("45.4.0.1", rule="misp_dns_0 outbound connection to a listed domain", tags=["misp", "misp_dns"])
+    body = falco_alert(
+        "45.4.0.1",
+        rule="misp_security_dns_0 outbound connection to a listed domain",
+        tags=["misp", "misp_feed:security/dns"],
+    )
     body["output_fields"]["fd.sip.name"] = "evil.example.org"
     (alert,) = parse_alerts(body, NOW)
     result = match_alert(alert, registry)
@@ -119,17 +129,47 @@ def test_domain_rules_match_domain_attributes() -> None:
     assert match_alert(alert, registry).outcome is Outcome.NO_ADDRESS
 
 
-def test_feeds_of_the_same_name_in_two_namespaces_share_a_rule_prefix() -> None:
-    a = reporting_feed(make_feed(namespace="team-a"), [attribute("45.0.0.1", n=1)])
-    b = reporting_feed(make_feed(namespace="team-b"), [attribute("45.0.0.2", n=2)])
+def test_feeds_of_the_same_name_in_two_namespaces_have_their_own_rules() -> None:
+    # both list 45.0.0.1: only the rule name (and tag) can tell which feed's rule fired
+    a = reporting_feed(make_feed(namespace="team-a"), [attribute("45.0.0.1", n=1), attribute("45.0.0.9", n=9)])
+    b = reporting_feed(make_feed(namespace="team-b"), [attribute("45.0.0.1", n=2)])
     registry = FeedRegistry().with_feed(a).with_feed(b)
-    assert len(registry.by_ident["misp_intel"]) == 2
-    for remote, namespace in (("45.0.0.1", "team-a"), ("45.0.0.2", "team-b")):
-        (alert,) = parse_alerts(falco_alert(remote), NOW)
-        assert [h.feed.feed.namespace for h in match_alert(alert, registry).hits] == [namespace]
+    assert sorted(registry.by_ident) == ["misp_team_a_intel", "misp_team_b_intel"]
+    for namespace, uuid_n in (("team-a", 1), ("team-b", 2)):
+        ident = f"misp_{namespace.replace('-', '_')}_intel"
+        for tags in (None, []):  # with the feed's tag, and without tags (json_include_tags_property: false)
+            body = falco_alert("45.0.0.1", rule=f"{ident}_0 {OUTBOUND}",
+                               tags=tags if tags is not None else ["misp", f"misp_feed:{namespace}/intel"])  # fmt: skip
+            (alert,) = parse_alerts(body, NOW)
+            result = match_alert(alert, registry)
+            assert [h.feed.ref for h in result.hits] == [f"{namespace}/intel"]
+            assert [x.uuid for h in result.hits for x in h.attributes] == [uuids(uuid_n)]
+    # team-b's rule never reports team-a's attributes, even for an address only team-a lists
+    (alert,) = parse_alerts(falco_alert("45.0.0.9", rule=f"misp_team_b_intel_0 {OUTBOUND}", tags=[]), NOW)
+    assert match_alert(alert, registry).outcome is Outcome.UNLISTED
+    # a tag naming the other feed: not that feed's alert
+    (alert,) = parse_alerts(falco_alert("45.0.0.1", rule=f"misp_team_a_intel_0 {OUTBOUND}",
+                                        tags=["misp", "misp_feed:team-b/intel"]), NOW)  # fmt: skip
+    assert match_alert(alert, registry).outcome is Outcome.UNKNOWN_FEED
     replaced = registry.with_feed(reporting_feed(make_feed(namespace="team-a"), [attribute("45.0.0.3", n=3)]))
-    assert len(replaced.by_ident["misp_intel"]) == 2
+    assert [f.ref for f in replaced.feeds()] == ["team-b/intel", "team-a/intel"]
     assert registry.without("team-a/intel").without("team-b/intel").by_ident == {}
+
+
+def test_feeds_sharing_a_rule_prefix_in_two_falco_namespaces_are_told_apart_by_tag() -> None:
+    shared = {"configMapPrefix": "misp-intel"}
+    a = reporting_feed(
+        make_feed(namespace="team-a", falco={"namespace": "falco-a", **shared}), [attribute("45.0.0.1", n=1)]
+    )
+    b = reporting_feed(
+        make_feed(namespace="team-b", falco={"namespace": "falco-b", **shared}), [attribute("45.0.0.1", n=2)]
+    )
+    registry = FeedRegistry().with_feed(a).with_feed(b)
+    assert list(registry.by_ident) == ["misp_intel"]
+    for namespace, uuid_n in (("team-a", 1), ("team-b", 2)):
+        body = falco_alert("45.0.0.1", rule=f"misp_intel_3 {OUTBOUND}", tags=["misp", f"misp_feed:{namespace}/intel"])
+        (alert,) = parse_alerts(body, NOW)
+        assert [x.uuid for h in match_alert(alert, registry).hits for x in h.attributes] == [uuids(uuid_n)]
 
 
 def test_directions_and_domains_follow_the_feed() -> None:
@@ -207,3 +247,65 @@ def test_deduper_window_capacity_and_forget() -> None:
     dedupe.forget("b")
     assert dedupe.admit("b", 12, 10)
     assert dedupe.admit("e", 100, 10) and len(dedupe) == 1  # expired entries go
+
+
+# Issue 11 item 5: one domain normaliser and one IP reader for the rules and the alert index. The rules carry an
+# internationalised domain as punycode (IDNA); Falco may write either form in fd.sip.name.
+IDN_FORMS = ["bücher.example", "xn--bcher-kva.example", "BÜCHER.Example.", "XN--BCHER-KVA.EXAMPLE"]
+
+
+def _domain_alert(feed: Feed, name: str) -> dict:
+    body = falco_alert(
+        "45.4.0.1", rule=f"{rule_ident(feed)}_0 outbound connection to a listed domain", tags=["misp", feed_tag(feed)]
+    )
+    body["output_fields"]["fd.sip.name"] = name
+    return body
+
+
+@pytest.mark.parametrize("listed", IDN_FORMS)
+@pytest.mark.parametrize("seen", IDN_FORMS)
+def test_internationalised_domains_match_in_either_form(listed: str, seen: str) -> None:
+    feed = make_feed(name="dns", falco={"domains": True}, filters={"types": ["domain"]})
+    attributes = [attribute(listed, "domain", 1), attribute("other.example", "hostname", 2)]
+    rules = IndicatorBuilder(feed.spec).add_all(attributes).build()
+    assert "xn--bcher-kva.example" in rules.domains  # what the rules file lists
+    registry = FeedRegistry().with_feed(reporting_feed(feed, attributes))
+    (alert,) = parse_alerts(_domain_alert(feed, seen), NOW)
+    result = match_alert(alert, registry)
+    assert result.outcome is Outcome.MATCHED
+    assert [(a.uuid, a.indicator) for a in result.hits[0].attributes] == [(uuids(1), "xn--bcher-kva.example")]
+
+
+@pytest.mark.parametrize(
+    ("type_", "value"),
+    [
+        ("domain", "ev_il.example"),  # underscores: never a rule
+        ("domain", "*.evil.example"),
+        ("domain", "xn--zz.example"),  # punycode that does not decode
+        ("hostname", "-evil.example"),
+        ("domain|ip", "c2.example.org"),  # no |
+        ("ip-dst|port", "45.2.0.9|99999"),  # no such port
+        ("ip-dst|port", "45.2.0.9|"),
+        ("ip-dst", "045.2.0.9"),
+        ("ip-dst", "fe80::1%eth0"),
+    ],
+)
+def test_the_index_keeps_only_what_the_rules_list(type_: str, value: str) -> None:
+    feed = make_feed(name="dns", falco={"domains": True}, filters={"types": [type_]})
+    rules = IndicatorBuilder(feed.spec).add_all([attribute(value, type_, 1)]).build()
+    assert rules.total == 0
+    builder = IndexBuilder(feed)
+    builder.add(attribute(value, type_, 1))
+    index = builder.build()
+    assert (index.attributes, index.skipped) == (0, {"invalid_value": 1})
+    assert index.lookup_domain(value.partition("|")[0]) == ()
+
+
+def test_carved_cidr_attributes_match_their_global_addresses() -> None:
+    # 203.0.0.0/16 holds 203.0.113.0/24 (documentation): the rules list the rest, and alerts there match it
+    feed = make_feed()
+    attributes = [attribute("203.0.0.0/16", "ip-dst", 1)]
+    assert "203.0.128.0/17" in IndicatorBuilder(feed.spec).add_all(attributes).build().networks[Direction.OUTBOUND]
+    registry = FeedRegistry().with_feed(reporting_feed(feed, attributes))
+    (alert,) = parse_alerts(falco_alert("203.0.200.1", rule=f"{rule_ident(feed)}_0 {OUT_NET}"), NOW)
+    assert [a.indicator for h in match_alert(alert, registry).hits for a in h.attributes] == ["203.0.0.0/16"]

@@ -16,6 +16,7 @@ from falco_misp.alerts import (
     parse_alerts,
     parse_rule,
     parse_time,
+    remote_domain,
 )
 from falco_misp.spec import Direction
 
@@ -24,11 +25,11 @@ NOW = float(ALERT_EPOCH + 60)
 
 def test_falco_alert() -> None:
     (alert,) = parse_alerts(falco_alert(), NOW)
-    assert alert.rule == f"misp_intel_0 {OUTBOUND}"
+    assert alert.rule == f"misp_security_intel_0 {OUTBOUND}"
     assert alert.sender is Sender.FALCO and alert.uuid == ""
     assert alert.time == pytest.approx(ALERT_EPOCH + 0.123456)
     assert (alert.hostname, alert.priority) == ("node-1", "Warning")
-    assert alert.tags == ("misp", "misp_intel", "mitre_command_and_control", "network")
+    assert alert.tags == ("misp", "misp_feed:security/intel", "mitre_command_and_control", "network")
     assert alert.fields["fd.sip"] == "45.0.0.7"
     assert alert.fields["fd.sport"] == "443"  # numbers become strings
     assert "evt.time" not in alert.fields  # only the fields matching and context need
@@ -107,6 +108,12 @@ def test_times(value: Any, expected: float) -> None:
          RuleRef("misp_feed_2", 3, Direction.INBOUND, "address")),
         ("misp_x_0 inbound connection from a listed network", RuleRef("misp_x", 0, Direction.INBOUND, "network")),
         ("misp_dns_1 outbound connection to a listed domain", RuleRef("misp_dns", 1, Direction.OUTBOUND, "domain")),
+        # the default prefix misp-<namespace>-<name>, a configMapPrefix, a prefix ending in digits
+        (f"misp_team_a_intel_0 {OUTBOUND}", RuleRef("misp_team_a_intel", 0, Direction.OUTBOUND, "address")),
+        (f"ipsum_2 {OUTBOUND}", RuleRef("ipsum", 2, Direction.OUTBOUND, "address")),
+        (f"intel_v2_1_15 {OUTBOUND}", RuleRef("intel_v2_1", 15, Direction.OUTBOUND, "address")),
+        (f"_0 {OUTBOUND}", None),
+        (f"misp-intel_0 {OUTBOUND}", None),
         ("misp_intel outbound connection to a listed address", None),  # no shard number
         ("misp_intel_0 inbound connection to a listed address", None),  # inbound is "from"
         ("misp_intel_0 outbound connection to a listed address!", None),
@@ -128,6 +135,12 @@ def test_rule_names(rule: str, expected: RuleRef | None) -> None:
         ("::ffff:45.0.0.7", "45.0.0.7"),  # unmapped, like the rules
         ("fe80::1%eth0", None),
         ("45.0.0.0/24", None),
+        ("45.0.0.7/32", None),
+        ("::ffff:45.0.0.7/128", None),
+        ("2001:db8::7%0", None),
+        ("1.2.3.4) or (proc.name=sh", None),
+        ("2001:db8:0:0:0:0:0:0:7", None),
+        ("a" * 5000, None),
         ("045.0.0.7", None),
         ("<NA>", None),
         ("", None),
@@ -137,3 +150,24 @@ def test_rule_names(rule: str, expected: RuleRef | None) -> None:
 def test_addresses(text: str | None, expected: str | None) -> None:
     address = parse_address(text)
     assert (str(address) if address else None) == expected
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("evil.example.org", "evil.example.org"),
+        ("Evil.Example.ORG.", "evil.example.org"),
+        ("xn--bcher-kva.example", "xn--bcher-kva.example"),
+        ("bücher.example", "xn--bcher-kva.example"),  # Unicode in the alert, punycode in the rules
+        ("BÜCHER.example", "xn--bcher-kva.example"),
+        ("*.evil.example", None),
+        ("ev_il.example", None),
+        ("localhost", None),
+        (None, None),
+    ],
+)
+def test_remote_domains_are_read_like_the_rules(name: str | None, expected: str | None) -> None:
+    body = falco_alert()
+    body["output_fields"]["fd.sip.name"] = name
+    (alert,) = parse_alerts(body, NOW)
+    assert remote_domain(alert) == expected
