@@ -156,6 +156,8 @@ class IndicatorBuilder:
         self._addresses: dict[_Key, dict[int, int]] = {}
         self._networks: dict[_Key, dict[_Net, int]] = {}
         self._domain_ts: dict[str, int] = {}
+        self._built: tuple[Counter[str], Counter[str]] | None = None  # the counts after adding, before any build
+        self._cap = 0  # the cap of the last build
         self.rejected: Counter[str] = Counter()
         self.adjusted: Counter[str] = Counter()
 
@@ -280,10 +282,24 @@ class IndicatorBuilder:
         for d in directions:
             self._record(self._networks.setdefault((d, version), {}), (first, prefix), ts)
 
-    def build(self) -> IndicatorSet:
-        """Apply the caps, carve, collapse and containment; return the sorted :class:`IndicatorSet`."""
-        self._cap_domains()
-        self._cap_total()
+    def build(self, max_indicators: int | None = None) -> IndicatorSet:
+        """Apply the caps, carve, collapse and containment; return the sorted :class:`IndicatorSet`.
+
+        ``max_indicators``: a tighter cap than ``limits.maxIndicators`` (what fits in ``falco.maxShards``:
+        :func:`~falco_misp.render.render_within_capacity`). Build may be called again with a lower cap; the counts
+        describe the last build, and entries left out for capacity are not counted as ``over_limit``.
+        """
+        if self._built is None:  # the first build: the spec's caps, counted as rejected
+            self._cap_domains()
+            self._cap_total(self._limits.max_indicators, "over_limit")
+            self._built = (Counter(self.rejected), Counter(self.adjusted))
+            self._cap = self._limits.max_indicators
+        elif max_indicators is None or max_indicators > self._cap:
+            raise ValueError("a second build needs a lower cap than the one before")  # entries were dropped
+        self.rejected, self.adjusted = Counter(self._built[0]), Counter(self._built[1])
+        if max_indicators is not None:  # capacity: RulesBundle.capped counts what this leaves out
+            self._cap = min(max_indicators, self._cap)
+            self._cap_total(self._cap, None)
         addresses: dict[Direction, tuple[str, ...]] = {}
         networks: dict[Direction, tuple[str, ...]] = {}
         expand_budget = self._limits.max_expanded_addresses
@@ -345,10 +361,11 @@ class IndicatorBuilder:
             self._domain_ts = dict(newest[: self._limits.max_domains])
             self.rejected["over_domain_limit"] += excess
 
-    def _cap_total(self) -> None:
-        """Keep the ``maxIndicators`` newest entries; ties broken by kind, direction and value (deterministic)."""
+    def _cap_total(self, cap: int, reason: str | None) -> None:
+        """Keep the ``cap`` newest entries, the dropped ones counted under ``reason``; ties broken by kind,
+        direction and value (deterministic)."""
         total = len(self._domain_ts) + sum(map(len, self._addresses.values())) + sum(map(len, self._networks.values()))
-        excess = total - self._limits.max_indicators
+        excess = total - cap
         if excess <= 0:
             return
         order: list[tuple[int, int, str, int, int, int]] = []
@@ -359,7 +376,7 @@ class IndicatorBuilder:
         domains = sorted(self._domain_ts)
         order.extend((-ts, 2, "", 0, i, 0) for i, (name, ts) in enumerate(sorted(self._domain_ts.items())))
         order.sort()
-        del order[: self._limits.max_indicators]
+        del order[:cap]
         for _, kind, dvalue, version, key, prefix in order:
             if kind == 0:
                 del self._addresses[(Direction(dvalue), version)][key]
@@ -367,7 +384,8 @@ class IndicatorBuilder:
                 del self._networks[(Direction(dvalue), version)][(key, prefix)]
             else:
                 del self._domain_ts[domains[key]]
-        self.rejected["over_limit"] += excess
+        if reason is not None:
+            self.rejected[reason] += excess
 
     def _final_networks(self, direction: Direction, version: int) -> list[IPNetwork]:
         bucket = self._networks.get((direction, version), {})

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from falco_misp.attributes import Attribute
 from falco_misp.indicators import IndicatorBuilder, IndicatorSet
-from falco_misp.render import RulesBundle, render_rules
+from falco_misp.render import RulesBundle, render_within_capacity
 from falco_misp.sources import FetchContext, fetch_attributes
 from falco_misp.spec import Feed
 
@@ -46,8 +46,9 @@ def build_result(
                 observe(attr)
             yield attr
 
-    indicators = builder.add_all(counted()).build()
-    return RenderResult(fetched=fetched, indicators=indicators, bundle=render_rules(feed, indicators))
+    builder.add_all(counted())
+    indicators, bundle = render_within_capacity(feed, builder.build)  # the newest that fit in falco.maxShards
+    return RenderResult(fetched=fetched, indicators=indicators, bundle=bundle)
 
 
 def render_feed(feed: Feed, ctx: FetchContext, observe: Callable[[Attribute], None] | None = None) -> RenderResult:

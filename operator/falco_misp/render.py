@@ -289,26 +289,25 @@ def render_within_capacity(feed: Feed, build: Callable[[int | None], IndicatorSe
     ``build(cap)`` returns the feed's indicators capped to the ``cap`` newest (``None``: ``limits.maxIndicators``
     alone), the way :class:`~falco_misp.indicators.IndicatorBuilder` caps them. When they do not fit, the cap
     becomes the share of items that fits and the indicators are rebuilt; the newest items may be longer than the
-    ones that fitted, so a pass that still overflows lowers the cap by twice its overflow. Each pass lowers the cap,
-    so it ends (at 1M IPv4 addresses and the default 16 shards: two or three builds, within ~0.5 % of the most
+    ones that fitted, so a pass that still overflows lowers the cap by twice its overflow. Each pass lowers the cap
+    strictly, so it ends (at 1M IPv4 addresses and the default 16 shards: two or three builds, within ~0.5 % of the most
     that fits). Deterministic: same indicators, same cap, same bytes. :attr:`RulesBundle.capped` counts the
     indicators left out for capacity.
     """
     indicators = build(None)
-    first = indicators.total
+    first = cap = indicators.total
     passes = 0
     while True:
         try:
             bundle = render_rules(feed, indicators)
         except CapacityError as exc:
-            current = indicators.total
-            share = current * exc.fitting // max(exc.total, 1)
-            cap = min(current - 1, share if passes == 0 else 2 * share - current)
+            share = exc.fitting / max(exc.total, 1)
+            # The cap counts the builder's entries, which carving and expansion turn into somewhat more or fewer
+            # items: scale it, and lower it strictly on every pass so the loop always ends.
+            cap = min(cap - 1, int(cap * (share if passes == 0 else max(0.0, 2 * share - 1))))
             if cap <= 0:
                 raise
             indicators = build(cap)
-            if indicators.total >= current:
-                raise  # the builder did not honour the cap: never loop forever
             passes += 1
             continue
         return indicators, replace(bundle, capped=first - indicators.total)

@@ -128,6 +128,8 @@ class AppliedRules:
     """Falco's namespace, where the ConfigMaps live."""
     warnings: tuple[str, ...] = ()
     """Advice such as too many CIDRs."""
+    capped: int = 0
+    """The oldest indicators left out because no more fit in ``falco.maxShards`` (the effective cap)."""
 
 
 def applied_fields(applied: AppliedRules, generation: int, now: datetime) -> dict[str, Any]:
@@ -145,6 +147,7 @@ def applied_fields(applied: AppliedRules, generation: int, now: datetime) -> dic
             "rejected": dict(applied.rejected),
         },
         "warnings": list(applied.warnings),
+        "capped": applied.capped,
     }
 
 

@@ -518,8 +518,11 @@ def _sync_parsed(kube: KubeClient, obj: FeedObject, feed: Feed, now: datetime, o
         config_maps=tuple(s.name for s in bundle.shards),
         namespace=feed.spec.falco.namespace,
         warnings=(warning,) if warning else (),
+        capped=bundle.capped,
     )
     summary = f"{indicators.total} indicators in {len(bundle.shards)} ConfigMap(s), rules hash {bundle.sha256[:12]}"
+    if bundle.capped:
+        summary += f" ({bundle.capped} oldest left out: no more fit in falco.maxShards)"
     notices: list[Notice] = []
     if plan.writes:
         notices.append(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -249,7 +250,7 @@ def test_text_list_over_http(tmp_path: Path, misp: MispEmulator) -> None:
     assert lists_of(tmp_path / "out") == {"outbound_addresses": ["8.8.4.4"]}
 
 
-def test_bad_feed_and_too_many_shards(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_feed_and_more_than_fits(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = write_feed(tmp_path, {"source": {"file": {"url": "x.json"}}, "filters": {"minThreatLevel": "severe"}})
     assert main(["render", "--feed", str(bad), "--out", str(tmp_path / "o")]) == 2
     assert "spec.filters.minThreatLevel" in capsys.readouterr().err
@@ -258,9 +259,15 @@ def test_bad_feed_and_too_many_shards(tmp_path: Path, capsys: pytest.CaptureFixt
                                                                for i in range(3000)])))  # fmt: skip
     big = write_feed(tmp_path, {"source": {"file": {"url": "export.json"}},
                                 "falco": {"shardBytes": 16384, "maxShards": 1}})  # fmt: skip
-    assert main(["render", "--feed", str(big), "--out", str(tmp_path / "o")]) == 3
-    assert "maxShards" in capsys.readouterr().err
-    assert not (tmp_path / "o").exists()
+    # More than maxShards holds: the newest that fit are written (issue 10.7), the rest reported, exit 0.
+    assert main(["render", "--feed", str(big), "--out", str(tmp_path / "o")]) == 0
+    printed = capsys.readouterr().out
+    capped = re.search(r"capped for capacity\s+(\d+)", printed)
+    assert capped, printed
+    (shard,) = (tmp_path / "o").glob("*.yaml")
+    items = [i for d in load(shard.read_bytes()) if "list" in d for i in d["items"]]
+    assert 0 < len(items) < 3000 and len(items) + int(capped.group(1)) == 3000
+    shutil.rmtree(tmp_path / "o")
     missing = write_feed(tmp_path, {"source": {"file": {"url": "nope.json"}}})
     assert main(["render", "--feed", str(missing), "--out", str(tmp_path / "o")]) == 1
     assert "NotFound" in capsys.readouterr().err

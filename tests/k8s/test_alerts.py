@@ -7,6 +7,7 @@ Turning reporting off, then deleting the feed, takes it out of alert matching.
 
 from __future__ import annotations
 
+import base64
 import logging
 
 import aiohttp
@@ -105,3 +106,39 @@ async def test_alert_to_sighting_and_kubernetes_event(
     assert intake._runner is None  # the cleanup handler stopped the endpoint
     assert len(misp.sightings) == 1
     assert DEFAULT_API_KEY not in caplog.text and TOKEN not in caplog.text
+
+
+async def test_a_rejected_key_is_said_in_the_feed_status_until_a_sync_brings_a_working_one(
+    kmock: kmock.KubernetesEmulator, misp: MispEmulator, clock: FakeClock
+) -> None:
+    misp.add_event(misp_event(1, ip_attrs(["45.0.0.7"])))
+    await create(kmock, daemonset_body())
+    await create(kmock, secret_body("misp-auth", "security", misp.api_key))
+    reporter = Reporter(ReporterConfig(cluster="e2e"))
+    intake = AlertIntake(IntakeConfig(port=0, address="127.0.0.1", token=TOKEN), reporter.receive)
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+
+    def reporting() -> dict:
+        return cond(status_of(kmock, "security", "intel"), "Reporting")
+
+    async with (
+        running_operator(kmock, clock, memo={"reporter": reporter, "intake": intake}),
+        aiohttp.ClientSession() as http,
+    ):
+        await create(kmock, feed_body("intel", "security", misp_spec(misp, reporting={"sightings": {"enabled": True}})))
+        await eventually(lambda: reporting().get("reason") == "AlertEndpointOn", what="reporting on")
+
+        misp.api_key = "rotated-in-misp"  # the key in the Secret no longer works
+        async with http.post(f"http://127.0.0.1:{intake.port}/alerts", json=alert("45.0.0.7"), headers=headers) as r:
+            assert (await r.json())["outcomes"] == {"matched": 1}
+        await eventually(lambda: reporting().get("reason") == "KeyRejected", timeout=15, what="key rejected said")
+        assert reporting()["status"] == "False" and "rotate" in reporting()["message"]
+        assert not misp.sightings
+
+        resp = await kmock.patch(
+            "/api/v1/namespaces/security/secrets/misp-auth",
+            json={"data": {"authkey": base64.b64encode(b"rotated-in-misp").decode()}},
+        )
+        assert resp.status == 200
+        await eventually(lambda: misp.sightings, timeout=15, what="the queued sighting sent with the new key")
+        await eventually(lambda: reporting().get("reason") == "AlertEndpointOn", timeout=15, what="reporting back")

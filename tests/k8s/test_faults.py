@@ -218,3 +218,25 @@ async def test_unbounded_answers_fail_the_fetch_and_keep_the_rules(
         assert cond(status, "Ready")["reason"] == "LastGoodRules"
         assert status["indicators"]["total"] == 30
         assert configmaps(kmock, "falco")[status["configMaps"][0]] == applied
+
+
+async def test_more_indicators_than_fit_keep_the_newest_and_say_how_many_were_left_out(
+    kmock: kmock.KubernetesEmulator, misp: MispEmulator, clock: FakeClock
+) -> None:
+    misp.add_event(misp_event(1, ip_attrs(ips(2000)), publish_timestamp=1_700_000_000))
+    misp.add_event(misp_event(2, ip_attrs(ips(500, second=100)), publish_timestamp=1_700_000_100))  # newest
+    await create(kmock, daemonset_body())
+    await create(kmock, secret_body("misp-auth", "sec", misp.api_key))
+
+    async with running_operator(kmock, clock):
+        spec = misp_spec(misp, falco={"shardBytes": 16384, "maxShards": 1})  # about 600 IPv4 items fit
+        await create(kmock, feed_body("intel", "sec", spec))
+        status = await eventually(lambda: (s := status_of(kmock, "sec", "intel")) and "rulesHash" in s and s)
+        assert cond(status, "Ready")["status"] == "True"
+        assert cond(status, "Degraded")["status"] == "False"  # capping is not a failure
+        capped, total = unpruned(status)["capped"], status["indicators"]["total"]
+        assert 0 < total < 2500 and total + capped == 2500
+        assert "oldest left out: no more fit in falco.maxShards" in cond(status, "Ready")["message"]
+        (cm,) = configmaps(kmock, "falco").values()
+        (content,) = cm["data"].values()
+        assert set(ips(500, second=100)) <= set(content.replace('"', " ").split())  # the newest event is all in
