@@ -182,7 +182,8 @@ def test_defaults(rendered: dict[str, Rendered]) -> None:
 
     args = run_args(r)
     assert args.all_namespaces and args.namespaces == []
-    assert (args.log_format, args.verbose, args.tick_seconds, args.peering) == ("json", False, 30.0, None)
+    assert (args.log_format, args.verbose, args.tick_seconds) == ("json", False, 30.0)
+    assert args.max_response_bytes == 256 * 1024 * 1024  # fits the 1Gi memory limit with room
     assert args.liveness == "http://0.0.0.0:8080/healthz"
     assert args.metrics_port == 9090
     assert c["ports"] == [
