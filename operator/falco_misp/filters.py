@@ -41,8 +41,8 @@ def build_restsearch_params(filters: FilterSet, now: int) -> dict[str, Any]:
         params["to_ids"] = 1 if filters.to_ids else 0
     if filters.published is not None:
         params["published"] = filters.published
-    if filters.min_threat_level < 4:
-        params["threat_level_id"] = [str(level) for level in range(1, filters.min_threat_level + 1)]
+    if filters.max_threat_level_id < 4:
+        params["threat_level_id"] = [str(level) for level in range(1, filters.max_threat_level_id + 1)]
     if filters.max_age_seconds is not None:
         params["timestamp"] = now - filters.max_age_seconds
     if filters.published_within_seconds is not None:
@@ -65,6 +65,11 @@ def _has_tag(tags: tuple[str, ...], pattern: str) -> bool:
     return any(rx.match(t) for t in tags)
 
 
+def org_matches(orgs: tuple[str, ...], org: str, org_id: str) -> bool:
+    """Whether an org (its name, any case, or its id) is one of ``orgs``, as MISP's ``org`` filter matches."""
+    return any(o.lower() in (org.lower(), org_id) for o in orgs)
+
+
 def matches(attr: Attribute, filters: FilterSet, now: int) -> bool:
     """Whether one attribute passes one filter set."""
     if attr.type not in filters.types:
@@ -73,9 +78,9 @@ def matches(attr: Attribute, filters: FilterSet, now: int) -> bool:
         return False
     if filters.published is not None and attr.published != filters.published:
         return False
-    if attr.threat_level > filters.min_threat_level:
+    if attr.threat_level > filters.max_threat_level_id:
         return False
-    if filters.orgs and not any(o.lower() in (attr.org.lower(), attr.org_id) for o in filters.orgs):
+    if filters.orgs and not org_matches(filters.orgs, attr.org, attr.org_id):
         return False
     if filters.categories and attr.category.lower() not in {c.lower() for c in filters.categories}:
         return False

@@ -32,8 +32,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import tempfile
 import threading
 import time
 from collections import Counter, OrderedDict, deque
@@ -45,7 +43,6 @@ from enum import StrEnum
 from functools import partial
 from typing import Any, cast
 
-import requests
 from pymisp import MISPAttribute, MISPEvent, PyMISP
 
 from falco_misp.alerts import (
@@ -67,7 +64,7 @@ from falco_misp.alerts import (
 from falco_misp.alerts import Deduper as _Deduper
 from falco_misp.kube import KubeClient
 from falco_misp.metrics import ReportingMetrics
-from falco_misp.sources import quiet_pymisp_logger
+from falco_misp.sources import connect_misp, failure_reason, remove_file, write_ca_file
 from falco_misp.spec import API_GROUP, API_VERSION, KIND
 
 log = logging.getLogger(__name__)
@@ -161,25 +158,12 @@ class _Failure(Exception):
 
 
 def _exception_reason(exc: BaseException) -> str:
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, requests.exceptions.Timeout):
-            return "Timeout"
-        if isinstance(seen, requests.exceptions.SSLError):
-            return "TLS"
-        if isinstance(seen, ConnectionRefusedError) or "refused" in str(seen).lower():
-            return "ConnectionRefused"
-        if isinstance(seen, requests.exceptions.ConnectionError):
-            return "ConnectionError"
-        seen = seen.__cause__ or seen.__context__
-    text = str(exc)
-    if "Error code 5" in text:
-        return "HTTP5xx"
-    if type(exc).__name__ == "PyMISPUnexpectedResponse":
-        return "InvalidJSON"
-    if "Unable to get the user settings" in text or "Error code 401" in text or "Error code 403 for HEAD" in text:
-        return UNAUTHORIZED  # PyMISP's start-up, or a HEAD (event_exists) that has no body to tell more
-    return type(exc).__name__
+    """The reason a PyMISP call raised, as reading names it (:func:`~falco_misp.sources.failure_reason`); a
+    rejected key (PyMISP's start-up, or a HEAD that has no body to tell more) is :data:`UNAUTHORIZED`."""
+    reason = failure_reason(exc)
+    if reason in ("HTTP401", "HTTP403", UNAUTHORIZED):
+        return UNAUTHORIZED
+    return type(exc).__name__ if reason == "Error" else reason
 
 
 def _check(answer: object, *, duplicate_ok: bool = False) -> None:
@@ -210,19 +194,11 @@ class _MispClients:
         if key in self._clients:
             self._clients.move_to_end(key)
             return self._clients[key][0]
-        ca_path: str | None = None
-        if target.ca_bundle:
-            fd, ca_path = tempfile.mkstemp(prefix="falco-misp-report-ca-", suffix=".pem")
-            with os.fdopen(fd, "w", encoding="utf-8") as out:
-                out.write(target.ca_bundle)
-        server = target.server
-        verify: bool | str = (ca_path or True) if server.verify_tls else False
-        quiet_pymisp_logger()
+        ca_path = write_ca_file(target.ca_bundle) if target.ca_bundle else None
         try:
-            client = PyMISP(server.url, target.auth_key, ssl=verify, timeout=server.timeout_seconds,
-                            tool="falco-misp-operator")  # fmt: skip
+            client = connect_misp(target.server, target.auth_key, ca_path)
         except Exception as exc:
-            _unlink(ca_path)
+            remove_file(ca_path)
             raise _Failure(_exception_reason(exc), retry=True) from None
         self._clients[key] = (client, ca_path)
         while len(self._clients) > self._limit:
@@ -232,17 +208,11 @@ class _MispClients:
     def drop(self, key: str) -> None:
         entry = self._clients.pop(key, None)
         if entry is not None:
-            _unlink(entry[1])
+            remove_file(entry[1])
 
     def close(self) -> None:
         for key in list(self._clients):
             self.drop(key)
-
-
-def _unlink(path: str | None) -> None:
-    if path:
-        with contextlib.suppress(OSError):
-            os.unlink(path)
 
 
 def _call(func: Callable[[], object], *, duplicate_ok: bool = False) -> object:

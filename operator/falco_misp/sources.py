@@ -14,10 +14,13 @@ announced) fails with ``PagingIgnored`` instead of being paged forever.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
+import os
 import re
+import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -189,6 +192,63 @@ def quiet_pymisp_logger() -> None:
     logger.setLevel(max(logging.INFO, logger.getEffectiveLevel()))
 
 
+def connect_misp(server: MispServer, auth_key: str, ca_path: str | None, **options: Any) -> PyMISP:
+    """The one way a PyMISP client is made, for reading and for reporting: TLS as the spec says (a private CA from
+    ``ca_path``), its timeout, our tool name, and PyMISP's logger kept from logging the key. Raises what PyMISP's
+    start-up calls raise (see :func:`failure_reason`)."""
+    verify: bool | str = (ca_path or True) if server.verify_tls else False
+    quiet_pymisp_logger()
+    return PyMISP(
+        server.url, auth_key, ssl=verify, timeout=server.timeout_seconds, tool="falco-misp-operator", **options
+    )
+
+
+def failure_reason(exc: BaseException) -> str:
+    """A short reason for a failed PyMISP call, the same for reading and reporting: the network's (``TLS``,
+    ``Timeout``, ``ConnectionRefused``...), else the answer's (``HTTP401``, ``HTTP403``, ``HTTP5xx``, ``InvalidJSON``,
+    ``Unauthorized``: PyMISP's start-up could not read the user), else ``Error``."""
+    reason, _ = _reason(exc)
+    if reason != "Error":
+        return reason
+    text = str(exc)
+    for code in ("401", "403"):
+        if f"({code}" in text or f"Error code {code}" in text or f"'{code}'" in text:
+            return f"HTTP{code}"
+    if "Error code 5" in text:
+        return "HTTP5xx"
+    if type(exc).__name__ == "PyMISPUnexpectedResponse":
+        return "InvalidJSON"
+    if "Unable to get the user settings" in text:
+        return "Unauthorized"
+    return "Error"
+
+
+def write_ca_file(pem: str) -> str:
+    """A PEM CA bundle as a private temporary file (PyMISP and requests take a path); remove it with
+    :func:`remove_file`."""
+    fd, path = tempfile.mkstemp(prefix="falco-misp-ca-", suffix=".pem")
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(pem)
+    return path
+
+
+def remove_file(path: str | None) -> None:
+    """Remove a file if it is there."""
+    if path:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+
+@contextlib.contextmanager
+def ca_file(pem: str | None) -> Iterator[str | None]:
+    """The CA bundle as a temporary file for the duration of a fetch (None: no bundle)."""
+    path = write_ca_file(pem) if pem is not None else None
+    try:
+        yield path
+    finally:
+        remove_file(path)
+
+
 class MispApi:
     """The slice of MISP the operator uses, over the real PyMISP client."""
 
@@ -204,18 +264,9 @@ class MispApi:
             raise SourceError("AuthKeyMissing", f"no API key for MISP at {self.url}")
         self.server = server
         self._auth_key = auth_key
-        verify: bool | str = (ca_bundle or True) if server.verify_tls else False
         self._count = _ResponseHooks(server.url, max_response_bytes)
-        quiet_pymisp_logger()
         try:
-            self._misp = PyMISP(
-                server.url,
-                auth_key,
-                ssl=verify,
-                timeout=server.timeout_seconds,
-                tool="falco-misp-operator",
-                auth=self._count,
-            )
+            self._misp = connect_misp(server, auth_key, ca_bundle, auth=self._count)
         except Exception as exc:
             raise self._error(exc) from None
 
@@ -224,20 +275,16 @@ class MispApi:
         inner = _source_error_in(exc)
         if inner is not None:
             return inner
-        text = str(exc)
         cause = _cause(exc, self._auth_key)
-        for code in ("401", "403"):
-            if f"({code}" in text or f"Error code {code}" in text or f"'{code}'" in text:
-                return SourceError(f"HTTP{code}", f"MISP at {self.url} rejected the API key ({cause})")
-        if "Error code 5" in text:
-            return SourceError("HTTP5xx", f"MISP at {self.url} answered a server error ({cause})")
-        if type(exc).__name__ == "PyMISPUnexpectedResponse":
-            return SourceError("InvalidJSON", f"MISP at {self.url} answered something that is not JSON ({cause})")
-        reason, what = _reason(exc)
-        if reason == "Error" and "Unable to get the user settings" in text:
-            return SourceError("Unauthorized", f"MISP at {self.url} rejected the API key ({cause})")
-        if reason == "Error":
-            what = f"unexpected answer ({cause})"
+        reason = failure_reason(exc)
+        rejected = "rejected the API key"
+        said = {
+            "HTTP401": rejected, "HTTP403": rejected, "Unauthorized": rejected,
+            "HTTP5xx": "answered a server error", "InvalidJSON": "answered something that is not JSON",
+        }.get(reason)  # fmt: skip
+        if said is not None:
+            return SourceError(reason, f"MISP at {self.url} {said} ({cause})")
+        what = _reason(exc)[1] if reason != "Error" else f"unexpected answer ({cause})"
         return SourceError(reason, f"MISP at {self.url}: {what}")
 
     def _describe(self, answer: object) -> str:

@@ -206,7 +206,7 @@ class FilterSet:
     """Only attributes flagged for IDS (``None``: both)."""
     published: bool | None = None
     """Only attributes of published (True) or unpublished (False) events; ``None``: both."""
-    min_threat_level: int = 4
+    max_threat_level_id: int = 4
     """Event threat_level_id at most this (1 High .. 4 Undefined): a minimum severity."""
     max_age_seconds: int | None = None
     """Attribute timestamp within this many seconds."""
@@ -638,7 +638,7 @@ def _filters(r: _Reader, *, server_side: bool) -> tuple[FilterSet, ...]:
         tags=_tags(r.child("tags")),
         to_ids=r.optional_boolean("toIds") if "toIds" in r.data else True,  # explicit null: both
         published=r.optional_boolean("published"),
-        min_threat_level=_threat_level(r, "minThreatLevel"),
+        max_threat_level_id=_threat_level(r, "minThreatLevel"),
         max_age_seconds=r.duration("maxAge", None),
         published_within_seconds=r.duration("publishedWithin", None),
         enforce_warninglist=r.boolean("enforceWarninglist", False),
@@ -666,7 +666,7 @@ def _filters(r: _Reader, *, server_side: bool) -> tuple[FilterSet, ...]:
                 tags=tags,
                 to_ids=base.to_ids,
                 published=base.published,
-                min_threat_level=base.min_threat_level,
+                max_threat_level_id=base.max_threat_level_id,
                 max_age_seconds=base.max_age_seconds,
                 published_within_seconds=base.published_within_seconds,
                 enforce_warninglist=base.enforce_warninglist,

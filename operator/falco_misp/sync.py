@@ -13,13 +13,10 @@ patched only when the combined rules hash differs from its annotation.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import logging
-import os
-import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -45,7 +42,7 @@ from falco_misp.manifests import (
     owner_labels,
 )
 from falco_misp.pipeline import RenderResult, render_feed
-from falco_misp.sources import DEFAULT_MAX_RESPONSE_BYTES, FetchContext
+from falco_misp.sources import DEFAULT_MAX_RESPONSE_BYTES, FetchContext, ca_file
 from falco_misp.spec import API_GROUP, API_VERSION, KIND, Feed, Rollout, parse_feed
 from falco_misp.status import (
     CURRENT_GENERATION,
@@ -196,22 +193,6 @@ def resolve_secrets(kube: KubeClient, feed: Feed) -> ResolvedSecrets:
             "SecretKeyEmpty", f"Secret {feed.namespace}/{misp.auth_key.name} key {misp.auth_key.key!r} is empty"
         )
     return ResolvedSecrets(auth_key=auth, ca_bundle=ca)
-
-
-@contextlib.contextmanager
-def _ca_file(pem: str | None) -> Iterator[str | None]:
-    """The CA bundle as a temporary file for the duration of a fetch."""
-    if pem is None:
-        yield None
-        return
-    fd, path = tempfile.mkstemp(prefix="falco-misp-ca-", suffix=".pem")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(pem)
-        yield path
-    finally:
-        with contextlib.suppress(OSError):
-            os.unlink(path)
 
 
 def _serving(status: Mapping[str, Any], generation: int) -> Condition:
@@ -470,7 +451,7 @@ def _sync_parsed(kube: KubeClient, obj: FeedObject, feed: Feed, now: datetime, o
         return _failed(obj, now, exc.reason, exc.message, failure=Failure.TEMPORARY, fingerprint=f"error:{exc.reason}")
     fingerprint = secrets.fingerprint
     try:
-        with _ca_file(secrets.ca_bundle) as ca_path:
+        with ca_file(secrets.ca_bundle) as ca_path:
             ctx = FetchContext(
                 now=int(now.timestamp()),
                 auth_key=secrets.auth_key,

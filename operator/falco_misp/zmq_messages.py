@@ -42,7 +42,7 @@ from enum import StrEnum
 from typing import Any
 
 from falco_misp.attributes import Attribute, EventContext, attribute_from_json, attributes_from_event
-from falco_misp.filters import matches
+from falco_misp.filters import matches, org_matches
 from falco_misp.spec import FilterSet, TagFilter
 from falco_misp.status import Condition
 
@@ -255,7 +255,7 @@ def relaxed(filters: FilterSet, known: frozenset[Known]) -> FilterSet:
         categories=filters.categories if Known.CATEGORY in known else (),
         max_age_seconds=filters.max_age_seconds if Known.TIMESTAMP in known else None,
         orgs=filters.orgs if Known.ORG in known else (),
-        min_threat_level=filters.min_threat_level if Known.THREAT_LEVEL in known else 4,
+        max_threat_level_id=filters.max_threat_level_id if Known.THREAT_LEVEL in known else 4,
         published=filters.published if Known.PUBLISHED in known else None,
         published_within_seconds=filters.published_within_seconds if Known.PUBLISH_TIMESTAMP in known else None,
         tags=tags,
@@ -264,13 +264,11 @@ def relaxed(filters: FilterSet, known: frozenset[Known]) -> FilterSet:
 
 def _org_accepted(filters: FilterSet, org: str, org_id: str) -> bool:
     """The creator org passes ``orgs`` (an unknown org cannot be ruled out)."""
-    if not filters.orgs or not org:
-        return True
-    return any(o.lower() in (org.lower(), org_id) for o in filters.orgs)
+    return not filters.orgs or not org or org_matches(filters.orgs, org, org_id)
 
 
 def _reads_editable_event_fields(filters: FilterSet) -> bool:
-    return bool(filters.tags) or filters.min_threat_level < 4 or filters.published is not None
+    return bool(filters.tags) or filters.max_threat_level_id < 4 or filters.published is not None
 
 
 def is_relevant(message: LiveMessage, filter_sets: tuple[FilterSet, ...], now: int) -> bool:

@@ -85,7 +85,7 @@ def test_text_list_ipsum_format() -> None:
 
 
 def test_threat_level_is_a_minimum() -> None:
-    f = FilterSet(min_threat_level=3)  # low: High, Medium, Low
+    f = FilterSet(max_threat_level_id=3)  # low: High, Medium, Low
     assert [matches(attr("8.8.4.4", threat_level=lvl), f, NOW) for lvl in (1, 2, 3, 4)] == [True, True, True, False]
 
 
@@ -128,7 +128,7 @@ def test_restsearch_params() -> None:
         tags=TagFilter(any=("a",), none=("b",)),
         to_ids=True,
         published=True,
-        min_threat_level=2,
+        max_threat_level_id=2,
         max_age_seconds=86400,
         published_within_seconds=3600,
         enforce_warninglist=True,

@@ -22,7 +22,7 @@ def test_defaults() -> None:
     assert len(s.filters) == 1
     fs = s.filters[0]
     assert fs.types == ("ip-src", "ip-dst")
-    assert fs.to_ids is True and fs.published is None and fs.min_threat_level == 4
+    assert fs.to_ids is True and fs.published is None and fs.max_threat_level_id == 4
     assert s.exclusions.keep_non_global is False and s.exclusions.keep_documentation is False
     assert (s.limits.min_prefix_v4, s.limits.min_prefix_v6) == (16, 32)
     assert s.falco.directions == (Direction.INBOUND, Direction.OUTBOUND)
@@ -56,7 +56,7 @@ def test_full_misp_spec() -> None:
     )
     fs = s.filters[0]
     assert fs.types == ("ip-dst", "domain")
-    assert fs.to_ids is None and fs.published is True and fs.min_threat_level == 2
+    assert fs.to_ids is None and fs.published is True and fs.max_threat_level_id == 2
     assert fs.max_age_seconds == 30 * 86400 and fs.published_within_seconds == 12 * 3600
     assert fs.tags.any == ("tlp:white",) and fs.tags.none == ("tlp:red",)
     assert s.exclusions.networks == (ipaddress.ip_network("8.8.8.8/32"), ipaddress.ip_network("192.0.2.0/24"))
@@ -75,7 +75,7 @@ def test_any_of_groups_inherit_top_level_fields() -> None:
             "anyOf": [{"orgs": ["B"], "tags": {"all": ["x"]}}, {"types": ["ip-src"]}],
         }
     ).spec
-    assert [(g.types, g.orgs, g.tags.all, g.min_threat_level) for g in s.filters] == [
+    assert [(g.types, g.orgs, g.tags.all, g.max_threat_level_id) for g in s.filters] == [
         (("ip-dst",), ("B",), ("x",), 1),
         (("ip-src",), ("A",), (), 1),
     ]
