@@ -16,10 +16,10 @@ import yaml
 from measure import peak_rss_kb
 from run import FEED, generate
 
-from falco_misp.attributes import attributes_from_document
-from falco_misp.filters import select
-from falco_misp.pipeline import build_result
-from falco_misp.spec import parse_feed
+from falco_misp.feed.parse import parse_feed
+from falco_misp.pipeline import render_attributes
+from falco_misp.sources.attributes import attributes_from_document
+from falco_misp.sources.filters import select
 
 
 def main() -> None:
@@ -27,7 +27,7 @@ def main() -> None:
     feed = parse_feed(yaml.safe_load(FEED.format(url="https://unused.example", page_size=5000)))
     attributes = list(attributes_from_document(generate(size)))
     start = time.perf_counter()
-    result = build_result(feed, select(attributes, feed.spec.filters, int(time.time())))
+    result = render_attributes(feed, select(attributes, feed.spec.filters, int(time.time())))
     seconds = time.perf_counter() - start
     # the same digest bench/run.py takes over the written files: contents in file-name order
     digest = hashlib.sha256(

@@ -7,9 +7,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from falco_misp.attributes import Attribute
-from falco_misp.indicators import IndicatorBuilder, IndicatorSet
-from falco_misp.spec import Feed, parse_feed
+from falco_misp.feed.model import Feed
+from falco_misp.feed.parse import parse_feed
+from falco_misp.indicators.builder import IndicatorBuilder, IndicatorSet
+from falco_misp.sources.attributes import Attribute
 
 REPO = Path(__file__).resolve().parents[1]
 

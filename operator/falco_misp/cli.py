@@ -22,14 +22,15 @@ from typing import Any
 
 import yaml
 
+from falco_misp.delivery.configmaps import build_configmaps
+from falco_misp.delivery.files import write_files
 from falco_misp.errors import RenderError, SourceError, SpecError
-from falco_misp.manifests import build_configmaps
-from falco_misp.output import write_files
-from falco_misp.pipeline import render_feed
+from falco_misp.feed.model import Feed
+from falco_misp.feed.parse import parse_feed
+from falco_misp.pipeline import fetch_and_render
+from falco_misp.rendering.summary import format_summary
 from falco_misp.runner import add_max_response_bytes, add_run_command
-from falco_misp.sources import FetchContext
-from falco_misp.spec import Feed, parse_feed
-from falco_misp.summary import format_summary
+from falco_misp.sources.locations import FetchContext
 
 EXIT_OK, EXIT_SOURCE, EXIT_USAGE, EXIT_RENDER = 0, 1, 2, 3
 # Client-side `kubectl apply` copies each object into an annotation, and all annotations of an object together may
@@ -85,7 +86,7 @@ def _render(args: argparse.Namespace) -> int:
         base_dir=args.feed.resolve().parent,
         max_response_bytes=args.max_response_bytes,
     )
-    result = render_feed(feed, ctx)
+    result = fetch_and_render(feed, ctx)
     prefix = feed.config_map_prefix
     if args.format == "files":
         files = {s.filename: s.content for s in result.bundle.shards}

@@ -7,6 +7,6 @@ from __future__ import annotations
 
 import kopf
 
-from falco_misp.handlers import register
+from falco_misp.controller.handlers import register
 
 register(kopf.get_default_registry())

@@ -13,7 +13,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.metrics import MetricWrapperBase
 
-from falco_misp.status import DEGRADED, condition, parse_time
+from falco_misp.conditions import DEGRADED, condition, parse_time
 
 ROLLOUT_REASONS = frozenset({"RolloutTriggered"})
 

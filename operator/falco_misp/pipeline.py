@@ -1,6 +1,8 @@
-"""One render of one feed: fetch -> indicators -> rules (the service both front doors call).
+"""One feed fetched and rendered: source -> indicators -> rules (the service both front doors call).
 
-``falco-misp render`` and the operator call :func:`render_feed`, so they produce the same bytes from the same
+:func:`render_attributes` is the pure part (attributes in, rules out); :func:`fetch_and_render` adds the fetch.
+
+``falco-misp render`` and the operator call :func:`fetch_and_render`, so they produce the same bytes from the same
 spec and the same source data (STYLE.md #7).
 """
 
@@ -9,11 +11,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from falco_misp.attributes import Attribute
-from falco_misp.indicators import IndicatorBuilder, IndicatorSet
-from falco_misp.render import RulesBundle, render_within_capacity
-from falco_misp.sources import FetchContext, fetch_attributes
-from falco_misp.spec import Feed
+from falco_misp.feed.model import Feed
+from falco_misp.indicators.builder import IndicatorBuilder, IndicatorSet
+from falco_misp.rendering.shards import RulesBundle, render_within_capacity
+from falco_misp.sources.attributes import Attribute
+from falco_misp.sources.fetch import fetch_attributes
+from falco_misp.sources.locations import FetchContext
 
 
 @dataclass(frozen=True)
@@ -28,7 +31,7 @@ class RenderResult:
     """The rules files."""
 
 
-def build_result(
+def render_attributes(
     feed: Feed,
     attributes: Iterable[Attribute],
     builder: IndicatorBuilder | None = None,
@@ -51,10 +54,10 @@ def build_result(
     return RenderResult(fetched=fetched, indicators=indicators, bundle=bundle)
 
 
-def render_feed(feed: Feed, ctx: FetchContext, observe: Callable[[Attribute], None] | None = None) -> RenderResult:
+def fetch_and_render(feed: Feed, ctx: FetchContext, observe: Callable[[Attribute], None] | None = None) -> RenderResult:
     """Fetch (streaming) and render. Raises SourceError, RenderError; nothing is written here.
 
     ``observe`` sees every fetched attribute (e.g. to index where each indicator came from).
     """
     builder = IndicatorBuilder(feed.spec)
-    return build_result(feed, fetch_attributes(feed, ctx, builder.rejected), builder, observe)
+    return render_attributes(feed, fetch_attributes(feed, ctx, builder.rejected), builder, observe)

@@ -14,9 +14,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from falco_misp.reporting import TOKEN_ENV  # the package only: aiohttp loads with `run`, not with `render`
+
 DEFAULT_LIVENESS = "http://0.0.0.0:8080/healthz"
 DEFAULT_METRICS_PORT = 9090
-TOKEN_ENV = "FALCO_MISP_ALERTS_TOKEN"  # noqa: S105 - a variable name (intake.TOKEN_ENV; not imported: aiohttp)
 
 
 def add_run_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -85,7 +86,7 @@ def byte_size(value: str) -> int:
 
 def add_max_response_bytes(parser: argparse.ArgumentParser) -> None:
     """``--max-response-bytes``: the largest body read from a source (each MISP page, feed file, export, list)."""
-    from falco_misp.sources import DEFAULT_MAX_RESPONSE_BYTES  # noqa: PLC0415 - `run` loads what it needs late
+    from falco_misp.sources.locations import DEFAULT_MAX_RESPONSE_BYTES  # noqa: PLC0415
 
     parser.add_argument(
         "--max-response-bytes",
@@ -103,7 +104,8 @@ def run_operator(args: argparse.Namespace) -> int:
     # kopf and the kubernetes client load in ~0.7 s: only `run` pays for them, not `falco-misp render`.
     import kopf  # noqa: PLC0415
 
-    from falco_misp.handlers import Tuning, register  # noqa: PLC0415
+    from falco_misp.controller.feeds import Tuning  # noqa: PLC0415
+    from falco_misp.controller.handlers import register  # noqa: PLC0415
     from falco_misp.metrics import LiveMetrics, Metrics  # noqa: PLC0415
 
     logging.getLogger().handlers.clear()  # cli.main's basicConfig handler would print every line twice
@@ -192,10 +194,10 @@ def _setup_alerts(args: argparse.Namespace, registry: Any, memo: Any) -> str | N
 
     Returns what is wrong with the options (no usable token, TLS half configured), before anything starts.
     """
-    from falco_misp.handlers import register_alerts  # noqa: PLC0415
-    from falco_misp.intake import MIN_TOKEN_CHARS, AlertIntake, IntakeConfig, TokenSource  # noqa: PLC0415
+    from falco_misp.controller.handlers import register_alerts  # noqa: PLC0415
     from falco_misp.metrics import ReportingMetrics  # noqa: PLC0415
-    from falco_misp.sightings import Reporter, ReporterConfig  # noqa: PLC0415
+    from falco_misp.reporting.intake import MIN_TOKEN_CHARS, AlertIntake, IntakeConfig, TokenSource  # noqa: PLC0415
+    from falco_misp.reporting.sightings import Reporter, ReporterConfig  # noqa: PLC0415
 
     token = None if args.alerts_token_file else os.environ.get(TOKEN_ENV)
     if TokenSource(token=token, path=args.alerts_token_file).current() is None:

@@ -16,12 +16,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from falco_misp.attributes import Attribute
 from falco_misp.cli import main
-from falco_misp.indicators import IndicatorBuilder
-from falco_misp.manifests import build_configmaps
-from falco_misp.render import render_rules
-from falco_misp.spec import parse_feed
+from falco_misp.delivery.configmaps import build_configmaps
+from falco_misp.feed.parse import parse_feed
+from falco_misp.indicators.builder import IndicatorBuilder
+from falco_misp.rendering.shards import render_rules
+from falco_misp.sources.attributes import Attribute
 from helpers import REPO
 
 ANNOTATIONS_MAX = 262_144  # all annotations of one object (measured on kube-apiserver v1.32)

@@ -293,9 +293,9 @@ def test_stale_shards_removed_and_other_files_untouched(tmp_path: Path) -> None:
 def test_summary_reports_indicators_capped_for_capacity_as_information() -> None:
     from dataclasses import replace
 
-    from falco_misp.indicators import IndicatorBuilder, IndicatorSet
-    from falco_misp.render import render_within_capacity
-    from falco_misp.summary import format_summary
+    from falco_misp.indicators.builder import IndicatorBuilder, IndicatorSet
+    from falco_misp.rendering.shards import render_within_capacity
+    from falco_misp.rendering.summary import format_summary
     from helpers import attr, feed
 
     f = feed(name="full", falco={"shardBytes": 16 * 1024, "maxShards": 1})

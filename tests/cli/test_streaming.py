@@ -8,8 +8,8 @@ import time
 from pathlib import Path
 
 from emulators.misp import MispEmulator
-from falco_misp.pipeline import render_feed
-from falco_misp.sources import FetchContext
+from falco_misp.pipeline import fetch_and_render
+from falco_misp.sources.locations import FetchContext
 from helpers import feed, misp_event
 
 
@@ -41,12 +41,12 @@ def test_page_size_does_not_change_bytes(tmp_path: Path) -> None:
     export.write_text(json.dumps(events))
     ctx = FetchContext(now=int(time.time()), base_dir=tmp_path)
     limits = {"maxIndicators": 150}  # the cap's "newest first" order must not depend on arrival order
-    reference = render_feed(feed({"source": {"file": {"url": "export.json"}}}, limits=limits), ctx)
+    reference = fetch_and_render(feed({"source": {"file": {"url": "export.json"}}}, limits=limits), ctx)
     assert reference.indicators.total == 150 and reference.indicators.rejected["over_limit"] > 0
     with MispEmulator(events=events) as misp:
         for page_size in (1, 7, 100, 100_000):
             spec = {"source": {"misp": {"url": misp.url, "pageSize": page_size}}, "limits": limits}
-            got = render_feed(feed(spec), FetchContext(now=ctx.now, auth_key=misp.api_key))
+            got = fetch_and_render(feed(spec), FetchContext(now=ctx.now, auth_key=misp.api_key))
             assert [s.content for s in got.bundle.shards] == [s.content for s in reference.bundle.shards]
             assert got.bundle.sha256 == reference.bundle.sha256
             assert got.indicators.rejected == reference.indicators.rejected

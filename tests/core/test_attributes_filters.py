@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from falco_misp.attributes import attributes_from_document, attributes_from_text
-from falco_misp.filters import build_restsearch_params, matches, select
-from falco_misp.pipeline import render_feed
-from falco_misp.sources import FetchContext
-from falco_misp.spec import Direction, FilterSet, TagFilter
+from falco_misp.feed.model import Direction, FilterSet, TagFilter
+from falco_misp.pipeline import fetch_and_render
+from falco_misp.sources.attributes import attributes_from_document, attributes_from_text
+from falco_misp.sources.filters import build_restsearch_params, matches, select
+from falco_misp.sources.locations import FetchContext
 from helpers import attr, feed
 
 NOW = 1_800_000_000
@@ -160,7 +160,7 @@ def test_a_text_list_applies_exclusions_and_limits(tmp_path: Path) -> None:
     (tmp_path / "list.txt").write_text("\n".join(lines) + "\n")
     text = {"text": {"url": "list.txt", "types": ["ip-dst"], "minScore": 2}}
     f = feed(source=text, exclusions={"cidrs": ["45.0.1.0/24"]}, limits={"maxIndicators": 2})
-    got = render_feed(f, FetchContext(now=NOW, base_dir=tmp_path)).indicators
+    got = fetch_and_render(f, FetchContext(now=NOW, base_dir=tmp_path)).indicators
     assert len(got.addresses[Direction.OUTBOUND]) == 2 and Direction.INBOUND not in got.addresses  # ip-dst only
     assert set(got.addresses[Direction.OUTBOUND]) <= {"45.0.0.1", "45.0.0.2", "45.0.0.4"}  # 45.0.0.3 scores 1
     assert got.rejected == {"allowlisted": 1, "private": 1, "too_broad": 1, "over_limit": 1}

@@ -6,8 +6,8 @@ import ipaddress
 
 import pytest
 
-from falco_misp.indicators import IndicatorBuilder
-from falco_misp.spec import Direction
+from falco_misp.feed.model import Direction
+from falco_misp.indicators.builder import IndicatorBuilder
 from falco_misp.values import normalise_domain
 from helpers import attr, feed, indicators
 

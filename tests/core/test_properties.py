@@ -10,10 +10,11 @@ import idna
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from falco_misp.alerts import IndexBuilder, parse_address
-from falco_misp.indicators import IndicatorBuilder, IndicatorSet
-from falco_misp.render import render_rules
-from falco_misp.spec import SUPPORTED_TYPES, Direction, Feed
+from falco_misp.feed.model import SUPPORTED_TYPES, Direction, Feed
+from falco_misp.indicators.builder import IndicatorBuilder, IndicatorSet
+from falco_misp.rendering.shards import render_rules
+from falco_misp.reporting.alerts import parse_address
+from falco_misp.reporting.index import IndexBuilder
 from falco_misp.values import normalise_domain
 from helpers import attr, feed, indicators
 from rulecheck import falco_shape_errors, load

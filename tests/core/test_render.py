@@ -14,8 +14,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from falco_misp.errors import RenderError
-from falco_misp.indicators import IndicatorBuilder, IndicatorSet
-from falco_misp.render import (
+from falco_misp.feed.model import FALCO_MAX_LIST_ITEMS, Direction, Feed
+from falco_misp.feed.parse import parse_feed
+from falco_misp.indicators.builder import IndicatorBuilder, IndicatorSet
+from falco_misp.rendering.shards import (
     BASE_TAGS,
     CapacityError,
     RulesBundle,
@@ -23,7 +25,6 @@ from falco_misp.render import (
     render_rules,
     render_within_capacity,
 )
-from falco_misp.spec import FALCO_MAX_LIST_ITEMS, Direction, Feed, parse_feed
 from helpers import attr, feed
 from rulecheck import falco_shape_errors, load
 

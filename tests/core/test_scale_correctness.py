@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from falco_misp.errors import SpecError
-from falco_misp.indicators import IndicatorSet
-from falco_misp.spec import Direction
+from falco_misp.feed.model import Direction
+from falco_misp.indicators.builder import IndicatorSet
 from helpers import feed, indicators
 
 BASE = int(ipaddress.IPv4Address("11.0.0.0"))  # a public /20 to play in: 4,096 addresses

@@ -7,9 +7,10 @@ from typing import Any
 
 import pytest
 
-from falco_misp import spec as spec_module
 from falco_misp.errors import SpecError
-from falco_misp.spec import DEFAULT_SHARD_BYTES, Direction, Rollout, parse_feed, parse_spec
+from falco_misp.feed import parse as spec_module
+from falco_misp.feed.model import DEFAULT_SHARD_BYTES, Direction, Rollout
+from falco_misp.feed.parse import parse_feed, parse_spec
 from helpers import feed
 
 MISP = {"misp": {"url": "https://misp.example.org", "authKeySecretRef": {"name": "misp", "key": "key"}}}

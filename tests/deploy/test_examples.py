@@ -21,7 +21,8 @@ import yaml
 from packaging.version import Version
 
 from deploy.chartkit import CRD_SOURCE, REPO, chart, kube_errors, load_yaml_docs
-from falco_misp.spec import KIND, parse_feed
+from falco_misp.feed.model import KIND
+from falco_misp.feed.parse import parse_feed
 
 EXAMPLES = REPO / "examples"
 GITOPS = EXAMPLES / "gitops"

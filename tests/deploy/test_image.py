@@ -307,7 +307,7 @@ def test_image_recipe_builds_installs_and_runs(tmp_path: Path) -> None:
         [
             str(bin_dir / "python"),
             "-c",
-            "import kopf, falco_misp.cli, falco_misp.handlers; print(falco_misp.cli.__file__)",
+            "import kopf, falco_misp.cli, falco_misp.controller.handlers; print(falco_misp.cli.__file__)",
         ],
         env=run_env,
         cwd=work,

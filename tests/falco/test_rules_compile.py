@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from falco_misp.attributes import attributes_from_document
-from falco_misp.pipeline import build_result
-from falco_misp.spec import Feed, parse_feed
+from falco_misp.feed.model import Feed
+from falco_misp.feed.parse import parse_feed
+from falco_misp.pipeline import render_attributes
+from falco_misp.sources.attributes import attributes_from_document
 from helpers import REPO, feed
 from rulecheck import drop_ipv6_networks, expand, falco_shape_errors, load, sysdig_compile
 
@@ -20,7 +21,7 @@ ALL_TYPES = ["ip-src", "ip-dst", "ip-src|port", "ip-dst|port", "domain", "hostna
 
 def _render(doc: object, **spec: object) -> list[bytes]:
     f = feed(filters={"types": ALL_TYPES}, falco={"domains": True}, exclusions={"keepDocumentation": True}, **spec)
-    return [s.content for s in build_result(f, attributes_from_document(doc)).bundle.shards]
+    return [s.content for s in render_attributes(f, attributes_from_document(doc)).bundle.shards]
 
 
 def _sources(reference: Path) -> dict[str, object]:
@@ -100,7 +101,7 @@ def test_same_named_feeds_of_two_namespaces_compile_together_and_keep_their_item
     )
     merged: dict[tuple[str, str], dict[str, object]] = {}
     for namespace, event in (("team-a", team_a), ("team-b", team_b)):
-        for shard in build_result(_feed_in(namespace), attributes_from_document(event)).bundle.shards:
+        for shard in render_attributes(_feed_in(namespace), attributes_from_document(event)).bundle.shards:
             for d in load(shard.content):
                 kind = next(k for k in ("list", "macro", "rule") if k in d)
                 merged[(kind, str(d[kind]))] = d

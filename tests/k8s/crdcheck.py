@@ -33,7 +33,7 @@ import cel
 import yaml
 from cel import stdlib as cel_stdlib
 
-from falco_misp.spec import KIND
+from falco_misp.feed.model import KIND
 
 REPO = Path(__file__).resolve().parents[2]
 CRD_PATH = REPO / "deploy" / "crds" / "mispfeeds.falco-misp.io.yaml"

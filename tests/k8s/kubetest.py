@@ -22,8 +22,9 @@ import pytest
 from kubernetes import client
 
 from emulators.misp import MispEmulator
-from falco_misp.handlers import Tuning, register, register_alerts
-from falco_misp.kube import KubeClient
+from falco_misp.controller.feeds import Tuning
+from falco_misp.controller.handlers import register, register_alerts
+from falco_misp.delivery.kube import KubeClient
 
 GROUP, VERSION, PLURAL = "falco-misp.io", "v1alpha1", "mispfeeds"
 FEEDS = f"{GROUP}/{VERSION}/{PLURAL}"

@@ -32,8 +32,8 @@ from kubetest import (
 )
 
 from emulators.misp import DEFAULT_API_KEY, MispEmulator
-from falco_misp.intake import AlertIntake, IntakeConfig
-from falco_misp.sightings import Reporter, ReporterConfig
+from falco_misp.reporting.intake import AlertIntake, IntakeConfig
+from falco_misp.reporting.sightings import Reporter, ReporterConfig
 from helpers import misp_event
 
 pytestmark = OPERATOR_TEST

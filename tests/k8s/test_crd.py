@@ -1,10 +1,10 @@
-"""The MispFeed CRD: a CRD a real kube-apiserver accepts, whose structural schema accepts exactly what spec.py
+"""The MispFeed CRD: a CRD a real kube-apiserver accepts, whose structural schema accepts exactly what feed/parse.py
 accepts, with the same defaults.
 
 What the server checks is checked in one place, k8s/crdcheck.py (the apiextensions restrictions, the schema, the
 CEL rules); here the real CRD goes through it, and copies of it with known defects show that it reports them. The
 examples and the maximal specs go through the checker's admission (defaults, schema, CEL rules) and through
-spec.parse_feed. The field list comes from spec.py itself: every key its parser reads while parsing a spec that sets
+spec.parse_feed. The field list comes from feed/parse.py itself: every key its parser reads while parsing a spec that sets
 every field is recorded and compared with the schema's properties. The CEL rules themselves: test_crd_cel.py.
 """
 
@@ -18,9 +18,10 @@ from typing import Any
 import pytest
 import yaml
 
-from falco_misp import spec as spec_module
-from falco_misp.handlers import FEEDS
-from falco_misp.spec import API_GROUP, API_VERSION, KIND, parse_feed, parse_spec
+from falco_misp.controller.handlers import FEEDS
+from falco_misp.feed import parse as spec_module
+from falco_misp.feed.model import API_GROUP, API_VERSION, KIND
+from falco_misp.feed.parse import parse_feed, parse_spec
 from k8s.crdcheck import (
     METADATA_FORBIDDEN,
     REPO,
@@ -223,7 +224,7 @@ def test_validation_rules_are_present(schema: dict[str, Any]) -> None:
     assert not any(re.search(cidr, c) for c in ("example.org", "10.0.0.0/8 ", ""))
 
 
-# ---------------------------------------------------------------------------------- the same fields as spec.py
+# ---------------------------------------------------------------------------------- the same fields as feed/parse.py
 MAXIMAL_FILTERS: dict[str, Any] = {
     "types": ["ip-src", "ip-dst"],
     "orgs": ["CIRCL"],
@@ -282,7 +283,7 @@ MAXIMAL_SOURCES: list[dict[str, Any]] = [
 
 
 def maximal_specs() -> Iterator[dict[str, Any]]:
-    """Specs that, together, set every field spec.py knows."""
+    """Specs that, together, set every field feed/parse.py knows."""
     for source in MAXIMAL_SOURCES:
         filters = copy.deepcopy(MAXIMAL_FILTERS)
         if "misp" not in source:
@@ -318,7 +319,7 @@ def test_schema_has_exactly_the_fields_spec_py_reads(schema: dict[str, Any], mon
     for path, _node in nodes(schema["properties"]["spec"], "spec"):
         if path != "spec" and not path.endswith("[]"):
             in_schema.add(re.sub(r"\[\]\.", "[].", path))
-    # spec.py reads list items through the list's key; the schema names the items' properties with "[]".
+    # feed/parse.py reads list items through the list's key; the schema names the items' properties with "[]".
     assert sorted(in_schema - read) == []
     assert sorted(read - in_schema) == []
 

@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from falco_misp.spec import API_GROUP, API_VERSION, KIND, parse_feed
+from falco_misp.feed.model import API_GROUP, API_VERSION, KIND
+from falco_misp.feed.parse import parse_feed
 from k8s.crdcheck import (
     RuleFailure,
     admission_errors,

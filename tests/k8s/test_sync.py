@@ -37,8 +37,8 @@ from kubetest import (
 )
 
 from emulators.misp import DEFAULT_API_KEY, Fault, MispEmulator
-from falco_misp.decisions import rollout_annotation_key
-from falco_misp.manifests import LABEL_FEED, LABEL_FEED_NAMESPACE, LABEL_MANAGED_BY
+from falco_misp.delivery.configmaps import LABEL_FEED, LABEL_FEED_NAMESPACE, LABEL_MANAGED_BY
+from falco_misp.delivery.rollout import rollout_annotation_key
 from helpers import misp_event
 
 pytestmark = OPERATOR_TEST

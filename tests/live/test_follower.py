@@ -15,10 +15,10 @@ from kubetest import eventually
 from mispzmq import MispPublisher
 from prometheus_client import CollectorRegistry
 
-from falco_misp.live import LiveFollower, LiveSync, LiveTarget, LiveTuning
+from falco_misp.conditions import Condition
+from falco_misp.feed.model import FilterSet
+from falco_misp.live.follower import LiveFollower, LiveSync, LiveTarget, LiveTuning
 from falco_misp.metrics import LiveMetrics
-from falco_misp.spec import FilterSet
-from falco_misp.status import Condition
 
 FAST = LiveTuning(
     heartbeat_timeout_seconds=1.0, reconnect_min_seconds=0.1, reconnect_max_seconds=0.2, poll_seconds=0.02,

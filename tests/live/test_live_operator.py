@@ -37,7 +37,7 @@ from mispzmq import MispPublisher, attribute_message
 from prometheus_client import CollectorRegistry
 
 from emulators.misp import MispEmulator
-from falco_misp.live import LiveTuning
+from falco_misp.live.follower import LiveTuning
 from falco_misp.metrics import LiveMetrics
 from helpers import misp_event
 

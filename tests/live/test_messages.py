@@ -14,10 +14,11 @@ from typing import Any
 import pytest
 import yaml
 
+from falco_misp.conditions import Condition, build_conditions
 from falco_misp.errors import SpecError
-from falco_misp.spec import FilterSet, TagFilter, parse_spec
-from falco_misp.status import Condition, build_conditions
-from falco_misp.zmq_messages import (
+from falco_misp.feed.model import FilterSet, TagFilter
+from falco_misp.feed.parse import parse_spec
+from falco_misp.live.messages import (
     LIVE_UPDATES,
     SUBSCRIPTIONS,
     AttributeChange,

@@ -22,9 +22,11 @@ import yaml
 from emulators.misp import Fault, MispEmulator, Paging
 from falco_misp.cli import build_parser, main
 from falco_misp.errors import SourceError
+from falco_misp.feed.model import Feed
+from falco_misp.feed.parse import parse_feed
 from falco_misp.runner import byte_size
-from falco_misp.sources import DEFAULT_MAX_RESPONSE_BYTES, FetchContext, fetch_attributes
-from falco_misp.spec import Feed, parse_feed
+from falco_misp.sources.fetch import fetch_attributes
+from falco_misp.sources.locations import DEFAULT_MAX_RESPONSE_BYTES, FetchContext
 from helpers import misp_event
 
 BOUND = 400  # attributes a test consumes at most: far more than any emulator below holds

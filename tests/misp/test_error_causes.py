@@ -19,8 +19,9 @@ import yaml
 from emulators.misp import Fault, MispEmulator
 from falco_misp.cli import main
 from falco_misp.errors import SourceError
-from falco_misp.sources import FetchContext, fetch_attributes, redact, safe_url
-from falco_misp.spec import parse_feed
+from falco_misp.feed.parse import parse_feed
+from falco_misp.sources.fetch import fetch_attributes
+from falco_misp.sources.locations import FetchContext, redact, safe_url
 from helpers import misp_event
 
 KEY_ENV = "FALCO_MISP_CAUSE_KEY"

@@ -8,29 +8,20 @@ from typing import Any
 
 import pytest
 
-from falco_misp.decisions import (
+from falco_misp.backoff import retry_delay
+from falco_misp.conditions import Condition, build_conditions, format_time, parse_time, status_patch
+from falco_misp.controller.status import AppliedRules, applied_fields, applied_total
+from falco_misp.controller.ticks import TickAction, decide_tick
+from falco_misp.delivery.configmaps import plan_configmaps
+from falco_misp.delivery.guard import check_drop
+from falco_misp.delivery.kube import selector_matches
+from falco_misp.delivery.rollout import (
     RolloutAction,
-    TickAction,
-    check_drop,
-    decide_rollout,
-    decide_tick,
-    plan_configmaps,
-    retry_delay,
-    rollout_annotation_key,
-    selector_matches,
-)
-from falco_misp.status import (
-    AppliedRules,
-    Condition,
     RolloutState,
-    applied_fields,
-    applied_total,
-    build_conditions,
-    format_time,
-    parse_time,
+    decide_rollout,
+    rollout_annotation_key,
     rollout_fields,
     rollout_state,
-    status_patch,
 )
 
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
+from falco_misp.controller.sync import FeedObject, parse_feed_object
 from falco_misp.errors import SpecError
-from falco_misp.sync import FeedObject, parse_feed_object
 
 
 def obj(source: dict[str, Any]) -> FeedObject:

@@ -9,9 +9,11 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from falco_misp.alerts import IndexBuilder, MispTarget, ReportingFeed
-from falco_misp.attributes import Attribute
-from falco_misp.spec import Feed, parse_feed
+from falco_misp.feed.model import Feed
+from falco_misp.feed.parse import parse_feed
+from falco_misp.reporting.index import IndexBuilder
+from falco_misp.reporting.matching import MispTarget, ReportingFeed
+from falco_misp.sources.attributes import Attribute
 
 ALERT_TIME = "2026-01-05T12:00:00.123456789Z"
 ALERT_EPOCH = 1_767_614_400  # ALERT_TIME, to the second
@@ -126,11 +128,11 @@ def synced_feed(misp_url: str, api_key: str, feed: Feed, uid: str = "uid-1") -> 
     """Fetch the feed from MISP (the emulator) through the real pipeline and index it, as a sync does."""
     import time as _time
 
-    from falco_misp.pipeline import render_feed
-    from falco_misp.sources import FetchContext
+    from falco_misp.pipeline import fetch_and_render
+    from falco_misp.sources.locations import FetchContext
 
     builder = IndexBuilder(feed)
-    render_feed(feed, FetchContext(now=int(_time.time()), auth_key=api_key), observe=builder.add)
+    fetch_and_render(feed, FetchContext(now=int(_time.time()), auth_key=api_key), observe=builder.add)
     misp = feed.spec.source.misp
     assert misp is not None
     return ReportingFeed(feed=feed, index=builder.build(), target=MispTarget(server=misp, auth_key=api_key), uid=uid)

@@ -8,24 +8,12 @@ import uuid
 import pytest
 from reportkit import ALERT_EPOCH, OUTBOUND, attribute, falco_alert, make_feed, reporting_feed
 
-from falco_misp.alerts import (
-    MAX_MATCHES,
-    Deduper,
-    FeedRegistry,
-    IndexBuilder,
-    Outcome,
-    daily_event,
-    daily_event_uuid,
-    event_attribute,
-    feed_tag,
-    match_alert,
-    notice_message,
-    parse_alerts,
-    rule_ident,
-    sighting_body,
-)
-from falco_misp.indicators import IndicatorBuilder
-from falco_misp.spec import Direction, Feed
+from falco_misp.feed.model import Direction, Feed
+from falco_misp.indicators.builder import IndicatorBuilder
+from falco_misp.reporting.alerts import feed_tag, parse_alerts, rule_ident
+from falco_misp.reporting.index import MAX_MATCHES, IndexBuilder
+from falco_misp.reporting.matching import Deduper, FeedRegistry, Outcome, match_alert
+from falco_misp.reporting.payloads import daily_event, daily_event_uuid, event_attribute, notice_message, sighting_body
 
 NOW = float(ALERT_EPOCH + 60)
 IDENT = "misp_security_intel"  # feed security/intel: default ConfigMap prefix misp-security-intel

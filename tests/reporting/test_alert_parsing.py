@@ -7,18 +7,18 @@ from typing import Any
 import pytest
 from reportkit import ALERT_EPOCH, OUTBOUND, falco_alert, sidekick_alert
 
-from falco_misp.alerts import (
+from falco_misp.feed.model import Direction
+from falco_misp.reporting.alerts import (
     MAX_ALERTS_PER_BODY,
     AlertError,
     RuleRef,
     Sender,
+    alert_timestamp,
     parse_address,
     parse_alerts,
     parse_rule,
-    parse_time,
     remote_domain,
 )
-from falco_misp.spec import Direction
 
 NOW = float(ALERT_EPOCH + 60)
 
@@ -95,7 +95,7 @@ def test_minimal_alert_and_unusable_hostname() -> None:
     ],
 )
 def test_times(value: Any, expected: float) -> None:
-    assert parse_time(value, NOW) == pytest.approx(expected)
+    assert alert_timestamp(value, NOW) == pytest.approx(expected)
 
 
 @pytest.mark.parametrize(

@@ -10,8 +10,8 @@ from reportkit import falco_alert, wait_for
 from test_sightings import ATTRS, Stack, make_stack, uuid_of
 
 from emulators.misp import MispEmulator
-from falco_misp.alerts import daily_event_uuid
-from falco_misp.sightings import ReporterConfig
+from falco_misp.reporting.payloads import daily_event_uuid
+from falco_misp.reporting.sightings import ReporterConfig
 from helpers import misp_event
 
 EVENTS = {"enabled": True, "tags": ["tlp:amber", "falco"], "distribution": 1, "threatLevel": "high",

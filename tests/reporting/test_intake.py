@@ -15,9 +15,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 from reportkit import TOKEN, falco_alert, sidekick_alert
 
-from falco_misp.alerts import Alert
-from falco_misp.intake import AlertIntake, IntakeConfig, IntakeError, TokenBucket, TokenSource, authorized
 from falco_misp.metrics import ReportingMetrics
+from falco_misp.reporting.alerts import Alert
+from falco_misp.reporting.intake import AlertIntake, IntakeConfig, IntakeError, TokenBucket, TokenSource, authorized
 
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
 

@@ -8,7 +8,8 @@ import pytest
 from reportkit import reporting_spec
 
 from falco_misp.errors import SpecError
-from falco_misp.spec import DEFAULT_EVENT_TAGS, EventsReporting, Reporting, SightingsReporting, parse_spec
+from falco_misp.feed.model import DEFAULT_EVENT_TAGS, EventsReporting, Reporting, SightingsReporting
+from falco_misp.feed.parse import parse_spec
 
 
 def test_defaults_report_nothing() -> None:

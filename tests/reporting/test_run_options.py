@@ -8,11 +8,11 @@ import kopf
 import pytest
 from reportkit import TOKEN
 
-from falco_misp import intake, runner
+from falco_misp import runner
 from falco_misp.cli import build_parser
-from falco_misp.intake import AlertIntake
 from falco_misp.metrics import Metrics
-from falco_misp.sightings import Reporter
+from falco_misp.reporting.intake import AlertIntake
+from falco_misp.reporting.sightings import Reporter
 
 
 def test_alert_options_default_to_off() -> None:
@@ -22,7 +22,6 @@ def test_alert_options_default_to_off() -> None:
     assert (args.alerts_max_body_bytes, args.alerts_rate, args.alerts_burst, args.sightings_queue) == (
         65536, 50.0, 200, 10_000,
     )  # fmt: skip
-    assert runner.TOKEN_ENV == intake.TOKEN_ENV
 
 
 def test_alert_options() -> None:

@@ -18,9 +18,9 @@ from prometheus_client import CollectorRegistry
 from reportkit import ALERT_EPOCH, TOKEN, emulator_feed, falco_alert, sidekick_alert, synced_feed, wait_for
 
 from emulators.misp import Fault, MispEmulator
-from falco_misp.intake import AlertIntake, IntakeConfig
 from falco_misp.metrics import ReportingMetrics
-from falco_misp.sightings import Reporter, ReporterConfig
+from falco_misp.reporting.intake import AlertIntake, IntakeConfig
+from falco_misp.reporting.sightings import Reporter, ReporterConfig
 from helpers import misp_event
 
 ATTRS = [

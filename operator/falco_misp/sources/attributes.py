@@ -3,7 +3,7 @@
 Every source (MISP REST, static feed, JSON export, text list) yields :class:`Attribute` values, so filtering
 and validation see one shape. Parsing is lenient about what MISP versions add or omit (ids and timestamps
 come back as strings, ``Event`` inside an attribute is version-dependent) and never trusts a value: values
-are validated later, in :mod:`falco_misp.indicators`.
+are validated later, in :mod:`falco_misp.indicators.builder`.
 """
 
 from __future__ import annotations

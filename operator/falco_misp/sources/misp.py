@@ -1,162 +1,46 @@
-"""Fetching attributes from the four source kinds (the I/O end of the pipeline).
+"""MISP over PyMISP (a service): the one client setup for reading and for reporting, and paged restSearch.
 
-Everything here yields :class:`~falco_misp.attributes.Attribute` values one at a time, page by page or event by
-event, so memory follows the page size rather than the feed size. Every failure becomes a
-:class:`~falco_misp.errors.SourceError` with a short reason (``ConnectionRefused``, ``Timeout``, ``TLS``,
-``HTTP401``, ``InvalidJSON``...) and a message naming the URL or path and the cause (the client's own message),
-never the auth key nor credentials written into a URL (:func:`redact`).
-
-Nothing a server sends is trusted to end (issue 11): every body (MISP answers, static feed files, exports, text
-lists) is streamed and cut at :attr:`FetchContext.max_response_bytes` (``ResponseTooLarge``), and a MISP server
-that ignores ``page``/``limit`` (a page repeating an earlier one, longer than the limit, or past the count MISP
-announced) fails with ``PagingIgnored`` instead of being paged forever.
+:func:`connect_misp` makes every PyMISP client (TLS, private CA via :func:`write_ca_file`, timeout, PyMISP's logger
+kept from logging the key); :func:`failure_reason` names what went wrong the same way for both uses. :class:`MispApi`
+reads ``/attributes/restSearch`` page by page, each answer capped, and :func:`fetch_misp` stops a server that
+ignores ``page``/``limit`` (a page repeating an earlier one, longer than the limit, or past the count MISP
+announced) with ``PagingIgnored`` instead of paging forever.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import logging
 import os
-import re
 import tempfile
-from collections import Counter
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urlsplit
 
 import requests
 from pymisp import PyMISP
 
-from falco_misp.attributes import (
+from falco_misp.errors import SourceError
+from falco_misp.feed.model import Feed, MispServer
+from falco_misp.sources.attributes import (
     Attribute,
     EventContext,
     attribute_from_json,
-    attributes_from_document,
-    attributes_from_text,
 )
-from falco_misp.errors import SourceError
-from falco_misp.filters import build_restsearch_params, select
-from falco_misp.spec import Feed, Location, MispServer
+from falco_misp.sources.filters import build_restsearch_params
+from falco_misp.sources.locations import (
+    DEFAULT_MAX_RESPONSE_BYTES,
+    FetchContext,
+    _cause,
+    _reason,
+    _source_error_in,
+    read_body,
+    redact,
+    safe_url,
+)
 
 log = logging.getLogger(__name__)
-
-# The largest body read from a source (one MISP page, one static feed file, one export or text list): far above
-# real answers (a 100,000-attribute MISP page is ~60 MiB, the IPsum list ~5 MiB), low enough that a server sending
-# without end cannot exhaust the operator's memory (issue 11). `--max-response-bytes` changes it.
-DEFAULT_MAX_RESPONSE_BYTES = 256 * 1024 * 1024
-_CHUNK_BYTES = 64 * 1024
-MAX_CAUSE_CHARS = 300  # of a client's message quoted in a SourceError
-
-
-@dataclass(frozen=True)
-class FetchContext:
-    """What a fetch needs besides the spec: secrets resolved by the caller, the clock, the feed file's folder."""
-
-    now: int
-    """Current time (epoch seconds) for maxAge/publishedWithin."""
-    auth_key: str | None = field(default=None, repr=False)
-    """MISP API key; never logged or put in a message."""
-    ca_bundle: str | None = None
-    """Path of a PEM CA bundle for the MISP server."""
-    base_dir: Path | None = None
-    """Folder relative paths in the spec are resolved against (the feed file's folder)."""
-    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
-    """Largest body read from the source (each MISP page, feed file, export, list); larger: ``ResponseTooLarge``."""
-
-
-# scheme://user:password@host -> scheme://***@host (also a bare token before the @)
-_URL_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@?#]+@")
-
-
-def redact(text: str, *secrets: str | None) -> str:
-    """``text`` safe for a status, an Event or a log: the secrets and URL credentials replaced by ``***``.
-
-    Whitespace is collapsed and the result kept to :data:`MAX_CAUSE_CHARS` (cut after redaction, so no part of a
-    secret survives at the cut).
-    """
-    for secret in secrets:
-        for form in {secret or "", (secret or "").strip()}:
-            if form:
-                text = text.replace(form, "***")
-    text = " ".join(_URL_CREDENTIALS.sub(r"\1***@", text).split())
-    return text if len(text) <= MAX_CAUSE_CHARS else text[: MAX_CAUSE_CHARS - 1] + "…"
-
-
-def safe_url(url: str) -> str:
-    """A URL without the credentials it may carry (``https://user:pw@host/x`` -> ``https://***@host/x``)."""
-    return _URL_CREDENTIALS.sub(r"\1***@", url)
-
-
-def _size(limit: int) -> str:
-    return f"{limit} bytes" + (f" ({limit / 2**20:g} MiB)" if limit >= 2**20 else "")
-
-
-def _too_large(where: str, limit: int) -> SourceError:
-    return SourceError(
-        "ResponseTooLarge", f"{where}: the answer is larger than {_size(limit)}; raise --max-response-bytes if "
-        "such a size is expected",
-    )  # fmt: skip
-
-
-def read_body(response: requests.Response, limit: int, where: str) -> bytes:
-    """A response's body (decoded), streamed and cut at ``limit`` bytes: ``ResponseTooLarge`` beyond.
-
-    ``response`` must not have been read yet (``stream=True``, or a response hook). It is closed when too large.
-    """
-    declared = response.headers.get("Content-Length", "")
-    if declared.isdigit() and int(declared) > limit and not response.headers.get("Content-Encoding"):
-        response.close()
-        raise _too_large(where, limit)
-    body = bytearray()
-    for chunk in response.iter_content(chunk_size=_CHUNK_BYTES):
-        body += chunk
-        if len(body) > limit:
-            response.close()
-            raise _too_large(where, limit)
-    return bytes(body)
-
-
-def _cause(exc: BaseException, *secrets: str | None) -> str:
-    """``Type: message`` of a client exception, redacted (what PyMISP or requests said about the problem)."""
-    text = str(exc)
-    return redact(f"{type(exc).__name__}: {text}" if text else type(exc).__name__, *secrets)
-
-
-def _reason(exc: BaseException) -> tuple[str, str]:
-    """A short reason and a secret-free description for a client-side exception (walks the cause chain)."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, requests.exceptions.SSLError):
-            return "TLS", "TLS verification failed (set verifyTLS or caBundleSecretRef)"
-        if isinstance(seen, requests.exceptions.Timeout):
-            return "Timeout", "timed out"
-        if isinstance(seen, requests.exceptions.ChunkedEncodingError | requests.exceptions.ContentDecodingError):
-            return "TruncatedResponse", "the answer was cut off"
-        if isinstance(seen, ConnectionRefusedError):
-            return "ConnectionRefused", "connection refused"
-        if isinstance(seen, requests.exceptions.ConnectionError):
-            text = str(seen)
-            if "refused" in text.lower():
-                return "ConnectionRefused", "connection refused"
-            if "IncompleteRead" in text or "Connection broken" in text:
-                return "TruncatedResponse", "the answer was cut off"
-            return "ConnectionError", "cannot connect"
-        seen = seen.__cause__ or seen.__context__
-    return "Error", f"unexpected answer ({_cause(exc)})"
-
-
-def _source_error_in(exc: BaseException) -> SourceError | None:
-    """A SourceError somewhere in the chain (raised by a response hook inside a PyMISP call, which may wrap it)."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, SourceError):
-            return seen
-        seen = seen.__cause__ or seen.__context__
-    return None
 
 
 # ---------------------------------------------------------------------------------------------------------- MISP
@@ -404,115 +288,3 @@ def fetch_misp(feed: Feed, ctx: FetchContext, api: MispApi | None = None) -> Ite
             elif len(rows) < server.page_size:
                 break
             page += 1
-
-
-# ----------------------------------------------------------------------------------------------- files and URLs
-def _is_url(url: str) -> bool:
-    return urlsplit(url).scheme in ("http", "https")
-
-
-def _local_path(url: str, base_dir: Path | None) -> Path:
-    parts = urlsplit(url)
-    path = Path(parts.path) if parts.scheme == "file" else Path(url)
-    if not path.is_absolute() and base_dir is not None:
-        path = base_dir / path
-    return path
-
-
-def read_location(loc: Location, ctx: FetchContext, url: str | None = None) -> bytes:
-    """The bytes at an http(s) URL or a local path, at most ``ctx.max_response_bytes`` of them (streamed)."""
-    target = url or loc.url
-    limit = ctx.max_response_bytes
-    if _is_url(target):
-        where = safe_url(target)
-        try:
-            with requests.get(target, timeout=loc.timeout_seconds, verify=loc.verify_tls, stream=True) as resp:
-                if resp.status_code != 200:
-                    raise SourceError(f"HTTP{resp.status_code}", f"{where} answered HTTP {resp.status_code}")
-                return read_body(resp, limit, where)
-        except requests.RequestException as exc:
-            reason, what = _reason(exc)
-            raise SourceError(reason, f"{where}: {what}") from None
-    path = _local_path(target, ctx.base_dir)
-    try:
-        with path.open("rb") as file:
-            data = file.read(limit + 1)  # a device or a growing file has no meaningful size: read, then judge
-    except FileNotFoundError:
-        raise SourceError("NotFound", f"{path}: no such file") from None
-    except OSError as exc:
-        raise SourceError("ReadError", f"{path}: {exc.strerror}") from None
-    if len(data) > limit:
-        raise SourceError(
-            "FileTooLarge", f"{path}: the file is larger than {_size(limit)}; raise --max-response-bytes if such a "
-            "size is expected",
-        )  # fmt: skip
-    return data
-
-
-def _json(data: bytes, where: str) -> Any:
-    try:
-        return json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise SourceError("InvalidJSON", f"{safe_url(where)}: not valid JSON ({exc})") from None
-
-
-def fetch_static_feed(feed: Feed, ctx: FetchContext) -> Iterator[Attribute]:
-    """Attributes of a MISP static feed (``manifest.json`` then each ``<uuid>.json``), filtered locally."""
-    loc = feed.spec.source.misp_feed
-    assert loc is not None
-    base = loc.url if loc.url.endswith("/") else loc.url + "/"
-
-    def at(name: str) -> str:
-        return urljoin(base, name) if _is_url(base) else str(_local_path(base, ctx.base_dir) / name)
-
-    manifest = _json(read_location(loc, ctx, at("manifest.json")), at("manifest.json"))
-    if not isinstance(manifest, dict):
-        raise SourceError("InvalidFeed", f"{safe_url(at('manifest.json'))}: expected an object mapping event uuids")
-
-    def events() -> Iterator[Attribute]:
-        for uuid in sorted(manifest):
-            if not uuid.replace("-", "").isalnum():
-                raise SourceError("InvalidFeed", f"{safe_url(at('manifest.json'))}: bad event uuid {uuid!r}")
-            name = at(f"{uuid}.json")
-            doc = _json(read_location(loc, ctx, name), name)
-            yield from _document(doc, name)
-
-    return select(events(), feed.spec.filters, ctx.now)
-
-
-def _document(doc: object, where: str) -> Iterator[Attribute]:
-    try:
-        yield from attributes_from_document(doc)
-    except ValueError as exc:
-        raise SourceError("InvalidExport", f"{safe_url(where)}: {exc}") from None
-
-
-def fetch_file(feed: Feed, ctx: FetchContext) -> Iterator[Attribute]:
-    """Attributes of a MISP JSON export, filtered locally."""
-    loc = feed.spec.source.file
-    assert loc is not None
-    doc = _json(read_location(loc, ctx), loc.url)
-    return select(_document(doc, loc.url), feed.spec.filters, ctx.now)
-
-
-def fetch_text(feed: Feed, ctx: FetchContext, rejected: Counter[str]) -> Iterator[Attribute]:
-    """Attributes of a plain list; bad lines are counted in ``rejected`` as ``invalid_line``."""
-    text = feed.spec.source.text
-    assert text is not None
-    try:
-        body = read_location(text.location, ctx).decode("utf-8")
-    except UnicodeDecodeError:
-        raise SourceError("InvalidText", f"{safe_url(text.location.url)}: not UTF-8 text") from None
-    return attributes_from_text(body, text.types, text.min_score, rejected)
-
-
-def fetch_attributes(feed: Feed, ctx: FetchContext, rejected: Counter[str]) -> Iterator[Attribute]:
-    """Attributes from whichever source the feed names (generator: failures surface while iterating)."""
-    source = feed.spec.source
-    fetchers: dict[str, Callable[[], Iterator[Attribute]]] = {
-        "misp": lambda: fetch_misp(feed, ctx),
-        "mispFeed": lambda: fetch_static_feed(feed, ctx),
-        "file": lambda: fetch_file(feed, ctx),
-        "text": lambda: fetch_text(feed, ctx, rejected),
-    }
-    return fetchers[source.kind]()

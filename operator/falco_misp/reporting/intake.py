@@ -1,8 +1,9 @@
 """The alert endpoint: Falco's ``http_output`` and Falcosidekick's webhook post alerts here (a service; issue 5).
 
 ``POST /alerts`` with ``Content-Type: application/json``: one alert, or a list of up to 100. The body is parsed by
-:func:`falco_misp.alerts.parse_alerts` and handed to a callback (the :class:`~falco_misp.sightings.Reporter`),
-which matches and queues without blocking; the answer is ``202`` with the alerts counted by outcome.
+:func:`falco_misp.reporting.alerts.parse_alerts` and handed to a callback (the
+:class:`~falco_misp.reporting.sightings.Reporter`), which matches and queues without blocking; the answer is
+``202`` with the alerts counted by outcome.
 
 Served by aiohttp on the operator's event loop (started and stopped by kopf startup/cleanup handlers). Every
 request is checked in this order, and a bad one is answered with a 4xx, never an exception:
@@ -36,13 +37,13 @@ from typing import Any
 
 from aiohttp import web
 
-from falco_misp.alerts import Alert, AlertError, parse_alerts
 from falco_misp.metrics import ReportingMetrics
+from falco_misp.reporting import TOKEN_ENV
+from falco_misp.reporting.alerts import Alert, AlertError, parse_alerts
 
 log = logging.getLogger(__name__)
 
 ALERTS_PATH = "/alerts"
-TOKEN_ENV = "FALCO_MISP_ALERTS_TOKEN"  # noqa: S105 - the variable name, not a token
 MIN_TOKEN_CHARS = 16
 BODY_TIMEOUT_SECONDS = 10.0
 TOKEN_RECHECK_SECONDS = 5.0

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from falco_misp.indicators import ADJUSTMENTS, REJECT_REASONS, IndicatorSet
-from falco_misp.render import RulesBundle
-from falco_misp.spec import Feed
+from falco_misp.feed.model import Feed
+from falco_misp.indicators.builder import ADJUSTMENTS, REJECT_REASONS, IndicatorSet
+from falco_misp.rendering.shards import RulesBundle
 
 
 def cidr_warning(feed: Feed, indicators: IndicatorSet) -> str | None:

@@ -4,7 +4,7 @@ Each shard holds its own header, direction macros, lists and rules, every name p
 (:attr:`Feed.rule_prefix`: the ConfigMap prefix with ``-`` -> ``_``, default ``misp_<namespace>_<name>_``), so
 Falco loads any subset of a feed's shards (a missing optional ConfigMap never breaks Falco) and two feeds never
 define the same name (Falco keeps the last definition of a name: reference/FALCO.md). Items are pre-validated by
-:mod:`falco_misp.indicators` and checked again here against a strict character set before they are joined into
+:mod:`falco_misp.indicators.builder` and checked again here against a strict character set before they are joined into
 YAML; every other value from the spec (tags, priority, names) is validated again and quoted: nothing from a feed
 reaches a rules file unchecked. No network or name list reaches 65,536 items (Falco 0.44 loops forever on such
 lists: reference/FALCO.md); address lists (hash sets) are bounded by the byte budget only. A shard holds at most
@@ -26,8 +26,8 @@ from itertools import accumulate
 from string import Template
 
 from falco_misp.errors import RenderError
-from falco_misp.indicators import IndicatorSet
-from falco_misp.spec import FALCO_MAX_LIST_ITEMS, PRIORITIES, Direction, Feed
+from falco_misp.feed.model import FALCO_MAX_LIST_ITEMS, PRIORITIES, Direction, Feed
+from falco_misp.indicators.builder import IndicatorSet
 
 # Every item is an IP address, a CIDR or a lower-case domain: nothing else may be pasted between quotes.
 _SAFE_ITEM = re.compile(r"^[0-9a-z:][0-9a-z.:/-]*$")
@@ -287,7 +287,7 @@ def render_within_capacity(feed: Feed, build: Callable[[int | None], IndicatorSe
     """Render the newest indicators that fit in ``falco.maxShards``: the effective cap is what fits.
 
     ``build(cap)`` returns the feed's indicators capped to the ``cap`` newest (``None``: ``limits.maxIndicators``
-    alone), the way :class:`~falco_misp.indicators.IndicatorBuilder` caps them. When they do not fit, the cap
+    alone), the way :class:`~falco_misp.indicators.builder.IndicatorBuilder` caps them. When they do not fit, the cap
     becomes the share of items that fits and the indicators are rebuilt; the newest items may be longer than the
     ones that fitted, so a pass that still overflows lowers the cap by twice its overflow. Each pass lowers the cap
     strictly, so it ends (at 1M IPv4 addresses and the default 16 shards: two or three builds, within ~0.5 % of the most

@@ -31,8 +31,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from falco_misp.attributes import Attribute
-from falco_misp.spec import SUPPORTED_TYPES, Direction, FeedSpec, IPNetwork
+from falco_misp.feed.model import SUPPORTED_TYPES, Direction, FeedSpec, IPNetwork
+from falco_misp.sources.attributes import Attribute
 from falco_misp.values import (
     ipv4_range_reason,
     normalise_domain,
@@ -286,8 +286,8 @@ class IndicatorBuilder:
         """Apply the caps, carve, collapse and containment; return the sorted :class:`IndicatorSet`.
 
         ``max_indicators``: a tighter cap than ``limits.maxIndicators`` (what fits in ``falco.maxShards``:
-        :func:`~falco_misp.render.render_within_capacity`). Build may be called again with a lower cap; the counts
-        describe the last build, and entries left out for capacity are not counted as ``over_limit``.
+        :func:`~falco_misp.rendering.shards.render_within_capacity`). Build may be called again with a lower cap;
+        the counts describe the last build, and entries left out for capacity are not counted as ``over_limit``.
         """
         if self._built is None:  # the first build: the spec's caps, counted as rejected
             self._cap_domains()

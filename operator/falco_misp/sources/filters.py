@@ -1,4 +1,4 @@
-"""Filters, two ways from one :class:`~falco_misp.spec.FilterSet`: MISP restSearch parameters (sent server-side)
+"""Filters, two ways from one :class:`~falco_misp.feed.model.FilterSet`: MISP restSearch parameters (sent server-side)
 and a local predicate (for static feeds, exports and lists). Both follow MISP's semantics:
 
 - different fields AND together; values inside a field OR together (``orgs: [A, B]`` is A or B);
@@ -17,8 +17,8 @@ from collections.abc import Callable, Iterable, Iterator
 from functools import cache
 from typing import Any
 
-from falco_misp.attributes import Attribute
-from falco_misp.spec import FilterSet
+from falco_misp.feed.model import FilterSet
+from falco_misp.sources.attributes import Attribute
 
 
 def build_restsearch_params(filters: FilterSet, now: int) -> dict[str, Any]:

@@ -1,69 +1,54 @@
-"""One sync of one MispFeed (a service): secret -> render -> drop check -> ConfigMaps -> prune -> rollout.
+"""One sync of one MispFeed (a service): secret -> fetch and render -> drop check -> ConfigMaps -> rollout.
 
-Handlers call :func:`sync_feed` (fetch and apply), :func:`rollout_feed` (only a pending rollout),
-:func:`tick_action` (is anything due?) and :func:`cleanup_feed` (on deletion). Each returns an outcome with
-the complete new status, the Events to post and whose fault a failure is; the handler maps that to kopf
-(``TemporaryError``/``PermanentError``). Nothing here raises for an expected failure.
-
-The rules never get lost: any failure before the ConfigMaps are written leaves the applied ones in place, and a
-render that shrinks the list by more than ``limits.maxDropPercent`` (against the total applied for the same
-spec generation, kept in status) is held back. Writes happen only when bytes differ and the Falco DaemonSet is
-patched only when the combined rules hash differs from its annotation.
+:func:`sync_feed` (fetch and apply) and :func:`rollout_feed` (only a pending rollout) return an outcome with the
+complete new status, the Events to post and whose fault a failure is; the handlers map that to kopf. Nothing here
+raises for an expected failure. The rules never get lost: any failure before the ConfigMaps are written leaves the
+applied ones in place; ``Ready`` speaks of the current spec generation, ``Serving`` of whose rules Falco has.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit
 
-from falco_misp.alerts import IndexBuilder, MispTarget, ReportingFeed
-from falco_misp.decisions import (
-    ConfigMapPlan,
-    RolloutAction,
-    TickAction,
-    check_drop,
-    decide_rollout,
-    decide_tick,
-    plan_configmaps,
-    rollout_annotation_key,
-)
-from falco_misp.errors import RenderError, SourceError, SpecError
-from falco_misp.kube import KubeClient, KubeError
-from falco_misp.manifests import (
-    build_configmaps,
-    feed_labels,
-    owner_labels,
-)
-from falco_misp.pipeline import RenderResult, render_feed
-from falco_misp.sources import DEFAULT_MAX_RESPONSE_BYTES, FetchContext, ca_file
-from falco_misp.spec import API_GROUP, API_VERSION, KIND, Feed, Rollout, parse_feed
-from falco_misp.status import (
+from falco_misp.conditions import (
     CURRENT_GENERATION,
     DEGRADED,
     PREVIOUS_GENERATION,
     READY,
     REPORTING,
     SERVING,
-    AppliedRules,
     Condition,
-    RolloutState,
-    applied_fields,
-    applied_total,
+    Notice,
     build_conditions,
     condition,
     format_time,
-    parse_time,
+)
+from falco_misp.controller.secrets import ResolvedSecrets, resolve_secrets
+from falco_misp.controller.status import AppliedRules, applied_fields, applied_total
+from falco_misp.delivery.apply import apply_configmaps, roll_out
+from falco_misp.delivery.guard import check_drop
+from falco_misp.delivery.kube import KubeClient, KubeError
+from falco_misp.delivery.rollout import (
+    RolloutState,
     rollout_fields,
     rollout_state,
 )
-from falco_misp.summary import cidr_warning
+from falco_misp.errors import RenderError, SourceError, SpecError
+from falco_misp.feed.model import API_GROUP, API_VERSION, KIND, Feed
+from falco_misp.feed.parse import parse_feed
+from falco_misp.pipeline import fetch_and_render
+from falco_misp.rendering.summary import cidr_warning
+from falco_misp.reporting.index import IndexBuilder
+from falco_misp.reporting.matching import MispTarget, ReportingFeed
+from falco_misp.sources.locations import DEFAULT_MAX_RESPONSE_BYTES, FetchContext
+from falco_misp.sources.misp import ca_file
 
 log = logging.getLogger(__name__)
 
@@ -103,18 +88,6 @@ class Failure(StrEnum):
 
 
 @dataclass(frozen=True)
-class Notice:
-    """A Kubernetes Event to post on the MispFeed."""
-
-    type: str
-    """``Normal`` or ``Warning``."""
-    reason: str
-    """CamelCase reason."""
-    message: str
-    """One line, secret-free."""
-
-
-@dataclass(frozen=True)
 class SyncOutcome:
     """What a sync did."""
 
@@ -139,26 +112,6 @@ class SyncOutcome:
     """A sync (a fetch), not only a rollout of rules already applied (a timer step): what metrics count as syncs."""
 
 
-@dataclass(frozen=True)
-class ResolvedSecrets:
-    """Secret values a fetch needs; never logged (``repr`` hides them)."""
-
-    auth_key: str | None = field(default=None, repr=False)
-    """The MISP API key."""
-    ca_bundle: str | None = field(default=None, repr=False)
-    """A PEM CA bundle."""
-
-    @property
-    def fingerprint(self) -> str | None:
-        """A digest telling whether the values changed (None: the feed references no Secret)."""
-        if self.auth_key is None and self.ca_bundle is None:
-            return None
-        digest = hashlib.sha256()
-        for value in (self.auth_key, self.ca_bundle):
-            digest.update(b"\x00" if value is None else b"\x01" + value.encode())
-        return digest.hexdigest()
-
-
 # ------------------------------------------------------------------------------------------------- helpers
 def parse_feed_object(obj: FeedObject) -> Feed:
     """Parse the spec as the CLI does, plus what only the operator needs (the auth key Secret)."""
@@ -179,20 +132,6 @@ def parse_feed_object(obj: FeedObject) -> Feed:
         raise SpecError(f"spec.source.{source.kind}.url", "the operator reads http(s) URLs only; local paths are for "
                         "`falco-misp render`")  # fmt: skip
     return feed
-
-
-def resolve_secrets(kube: KubeClient, feed: Feed) -> ResolvedSecrets:
-    """Read the auth key and CA bundle Secrets in the feed's namespace."""
-    misp = feed.spec.source.misp
-    if misp is None:
-        return ResolvedSecrets()
-    auth = kube.read_secret_value(feed.namespace, misp.auth_key.name, misp.auth_key.key) if misp.auth_key else None
-    ca = kube.read_secret_value(feed.namespace, misp.ca_bundle.name, misp.ca_bundle.key) if misp.ca_bundle else None
-    if misp.auth_key is not None and not auth:
-        raise KubeError(
-            "SecretKeyEmpty", f"Secret {feed.namespace}/{misp.auth_key.name} key {misp.auth_key.key!r} is empty"
-        )
-    return ResolvedSecrets(auth_key=auth, ca_bundle=ca)
 
 
 def _serving(status: Mapping[str, Any], generation: int) -> Condition:
@@ -270,106 +209,6 @@ def _failed(
         notices=(Notice("Warning", reason, message),),
         secret_fingerprint=fingerprint,
     )
-
-
-# --------------------------------------------------------------------------------------------------- apply
-def _apply_configmaps(kube: KubeClient, feed: Feed, result: RenderResult, status: Mapping[str, Any]) -> ConfigMapPlan:
-    """Create/patch the shards whose bytes differ, then prune this feed's surplus ConfigMaps."""
-    target = feed.spec.falco.namespace
-    labels = feed_labels(feed)
-    desired = build_configmaps(feed, result.bundle)
-    plan = plan_configmaps(desired, kube.list_configmaps(target, labels))
-    for body in plan.create:
-        kube.create_configmap(body)
-    for name, patch in plan.update:
-        kube.patch_configmap(target, name, patch)
-    for name in plan.delete:
-        kube.delete_configmap(target, name)
-    old_namespace = status.get("falcoNamespace")
-    if isinstance(old_namespace, str) and old_namespace and old_namespace != target:  # moved to another Falco
-        _withdraw(kube, old_namespace, labels, rollout_state(status), from_daemonsets=True)
-    return plan
-
-
-def _withdraw(
-    kube: KubeClient, namespace: str, labels: Mapping[str, str], rollout: RolloutState, *, from_daemonsets: bool
-) -> list[str]:
-    """Delete a feed's ConfigMaps in one namespace and, optionally, its annotation on the DaemonSets it rolled."""
-    deleted: list[str] = []
-    for cm in kube.list_configmaps(namespace, labels):
-        name = cm["metadata"]["name"]
-        kube.delete_configmap(namespace, name)
-        deleted.append(f"{namespace}/{name}")
-    if from_daemonsets and rollout.annotation:
-        for name in rollout.daemon_sets:
-            for ds in kube.find_daemonsets(namespace, name, ""):
-                if rollout.annotation in ds.annotations:  # removing it rolls Falco once more, without our rules
-                    kube.patch_pod_template_annotations(namespace, ds.name, {rollout.annotation: None})
-    return deleted
-
-
-@dataclass(frozen=True)
-class _Rollout:
-    state: RolloutState
-    problem: tuple[str, str] | None = None
-    notices: tuple[Notice, ...] = ()
-    writes: int = 0
-
-
-def _roll_out(kube: KubeClient, feed: Feed, desired_hash: str, previous: RolloutState, now: datetime) -> _Rollout:
-    """Patch the Falco DaemonSet(s) when the applied hash differs from their annotation (Restart mode)."""
-    falco = feed.spec.falco
-    if falco.rollout is not Rollout.RESTART:
-        return _Rollout(RolloutState(mode=falco.rollout.value))
-    key = rollout_annotation_key(feed.namespace, feed.name)
-    found = kube.find_daemonsets(falco.namespace, falco.daemon_set, falco.selector)
-    if not found:
-        wanted = (
-            f"DaemonSet {falco.namespace}/{falco.daemon_set}"
-            if falco.daemon_set
-            else (f"no DaemonSet matching {falco.selector} in namespace {falco.namespace}")
-        )
-        state = RolloutState(
-            falco.rollout.value, key, (), previous.hash, previous.last_time, pending=True, not_before=now
-        )
-        problem = f"{wanted} not found: rules are in the ConfigMaps, Falco rolls once it appears"
-        return _Rollout(state, ("DaemonSetNotFound", problem))
-    names = tuple(d.name for d in found)
-    decision = decide_rollout(
-        desired_hash=desired_hash,
-        current_hashes=[d.annotations.get(key) for d in found],
-        last_rollout=previous.last_time,
-        now=now,
-        min_interval_seconds=falco.min_rollout_interval_seconds,
-    )
-    if decision.action is RolloutAction.UP_TO_DATE:
-        return _Rollout(RolloutState(falco.rollout.value, key, names, desired_hash, previous.last_time))
-    if decision.action is RolloutAction.DEFER:
-        state = RolloutState(
-            falco.rollout.value, key, names, previous.hash, previous.last_time, True, decision.not_before
-        )
-        when = format_time(decision.not_before) if decision.not_before else "later"
-        note = Notice("Normal", "RolloutDeferred", f"rollout deferred until {when} (falco.minRolloutInterval)")
-        return _Rollout(state, notices=(note,))
-    patched: list[str] = []
-    vanished: list[str] = []
-    for ds in found:
-        if ds.annotations.get(key) == desired_hash:
-            continue
-        if kube.patch_pod_template_annotations(ds.namespace, ds.name, {key: desired_hash}):
-            patched.append(ds.name)
-        else:
-            vanished.append(ds.name)
-    last_time = now if patched else previous.last_time
-    if vanished:  # deleted between the lookup and the patch: try again on the next tick
-        state = RolloutState(falco.rollout.value, key, names, previous.hash, last_time, pending=True, not_before=now)
-    else:
-        state = RolloutState(falco.rollout.value, key, names, desired_hash, last_time)
-    notes = tuple(
-        Notice("Normal", "RolloutTriggered", f"DaemonSet {falco.namespace}/{n}: {key}={desired_hash[:12]}")
-        for n in patched
-    )
-    return _Rollout(state, notices=notes, writes=len(patched))
 
 
 # ------------------------------------------------------------------------------------------------ services
@@ -459,7 +298,7 @@ def _sync_parsed(kube: KubeClient, obj: FeedObject, feed: Feed, now: datetime, o
                 max_response_bytes=options.max_response_bytes,
             )
             index = _index_builder(feed, secrets) if options.provenance else None
-            result = render_feed(feed, ctx, observe=index.add if index is not None else None)
+            result = fetch_and_render(feed, ctx, observe=index.add if index is not None else None)
     except SourceError as exc:
         return _failed(
             obj, now, "SourceFailed", f"{exc.reason}: {exc.message}", failure=Failure.TEMPORARY, fingerprint=fingerprint
@@ -478,11 +317,11 @@ def _sync_parsed(kube: KubeClient, obj: FeedObject, feed: Feed, now: datetime, o
         return outcome
 
     try:
-        plan = _apply_configmaps(kube, feed, result, obj.status)
+        plan = apply_configmaps(kube, feed, result.bundle, obj.status)
         previous = rollout_state(obj.status)
         if obj.status.get("falcoNamespace") not in (None, feed.spec.falco.namespace):
             previous = RolloutState(mode=previous.mode)  # another Falco: it never had these rules, roll now
-        rolled = _roll_out(kube, feed, result.bundle.sha256, previous, now)
+        rolled = roll_out(kube, feed, result.bundle.sha256, previous, now)
     except KubeError as exc:
         if exc.reason == "ConfigMapConflict" and exc.subject is not None:
             return _conflict(kube, obj, now, exc, fingerprint=fingerprint)
@@ -554,20 +393,6 @@ def _conflict(
     )
 
 
-def conflict_resolved(kube: KubeClient, status: Mapping[str, Any]) -> bool:
-    """Whether the ConfigMap a conflict waits for changed or went away (True when there is no conflict)."""
-    record = status.get(CONFLICT)
-    if not isinstance(record, Mapping):
-        return True
-    namespace, _, name = str(record.get("configMap", "")).partition("/")
-    if not record.get("fingerprint") or not name:
-        return True
-    try:
-        return bool(kube.configmap_fingerprint(namespace, name) != record["fingerprint"])
-    except KubeError:
-        return False  # cannot tell: keep waiting, ask again next tick
-
-
 # ------------------------------------------------------------------------- alert provenance (issue 5)
 def _index_builder(feed: Feed, secrets: ResolvedSecrets) -> IndexBuilder | None:
     """An index of the fetched attributes, when the feed reports alerts to its MISP server."""
@@ -602,7 +427,7 @@ def rollout_feed(kube: KubeClient, obj: FeedObject, now: datetime) -> SyncOutcom
     except SpecError:
         return None
     try:
-        rolled = _roll_out(kube, feed, rules_hash, rollout_state(obj.status), now)
+        rolled = roll_out(kube, feed, rules_hash, rollout_state(obj.status), now)
     except KubeError as exc:
         return SyncOutcome(
             status=obj.status, failure=Failure.TEMPORARY, message=f"{exc.reason}: {exc.message}", synced=False
@@ -629,60 +454,3 @@ def rollout_feed(kube: KubeClient, obj: FeedObject, now: datetime) -> SyncOutcom
     if rolled.problem is not None and reason != "DaemonSetNotFound":
         notices += (Notice("Warning", *rolled.problem),)
     return SyncOutcome(status=status, notices=notices, writes=rolled.writes, synced=False)
-
-
-def tick_action(
-    kube: KubeClient, obj: FeedObject, last_fingerprint: str | None, now: datetime
-) -> tuple[TickAction, str | None]:
-    """What a timer tick should do, and the current Secret fingerprint (read each tick: ``get`` only)."""
-    try:
-        feed = parse_feed_object(obj)
-    except SpecError:
-        return TickAction.SKIP, last_fingerprint
-    if obj.status.get("observedGeneration") == obj.generation and not conflict_resolved(kube, obj.status):
-        return TickAction.SKIP, last_fingerprint  # a foreign ConfigMap is in the way: nothing changed, nothing to do
-    try:
-        fingerprint = resolve_secrets(kube, feed).fingerprint
-    except KubeError as exc:
-        fingerprint = f"error:{exc.reason}"
-    rollout = rollout_state(obj.status)
-    action = decide_tick(
-        now=now,
-        last_attempt=parse_time(obj.status.get("lastAttempt")),
-        refresh_seconds=feed.spec.refresh_seconds,
-        secret_changed=fingerprint != last_fingerprint,
-        rollout_not_before=rollout.not_before if rollout.pending else None,
-    )
-    return action, fingerprint
-
-
-@dataclass(frozen=True)
-class CleanupOutcome:
-    """What deleting a feed removed."""
-
-    deleted: tuple[str, ...] = ()
-    """ConfigMaps deleted (``namespace/name``)."""
-    notices: tuple[Notice, ...] = ()
-    """Events to post."""
-    error: str | None = None
-    """Set when a call failed (the handler retries a few times, then lets the deletion finish)."""
-
-
-def cleanup_feed(kube: KubeClient, obj: FeedObject) -> CleanupOutcome:
-    """Delete the feed's ConfigMaps (found by its labels) and its DaemonSet annotation; gone is fine."""
-    falco_raw = obj.spec.get("falco")
-    falco: Mapping[str, Any] = falco_raw if isinstance(falco_raw, Mapping) else {}
-    namespaces = {
-        ns for ns in (obj.status.get("falcoNamespace"), falco.get("namespace") or "falco") if isinstance(ns, str) and ns
-    }
-    labels = owner_labels(obj.name, obj.namespace)
-    rollout = rollout_state(obj.status)
-    rolled_in = obj.status.get("falcoNamespace")
-    deleted: list[str] = []
-    try:
-        for ns in sorted(namespaces):
-            deleted += _withdraw(kube, ns, labels, rollout, from_daemonsets=ns == rolled_in)
-    except KubeError as exc:
-        return CleanupOutcome(tuple(deleted), (Notice("Warning", exc.reason, exc.message),), exc.message)
-    notices = (Notice("Normal", "RulesRemoved", f"deleted ConfigMaps {', '.join(deleted)}"),) if deleted else ()
-    return CleanupOutcome(tuple(deleted), notices)

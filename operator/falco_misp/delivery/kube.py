@@ -22,8 +22,7 @@ from typing import Any
 
 from kubernetes import client, config
 
-from falco_misp.decisions import selector_matches
-from falco_misp.spec import API_GROUP, API_VERSION
+from falco_misp.feed.model import API_GROUP, API_VERSION
 
 MERGE_PATCH = "application/merge-patch+json"
 # Seconds one API call may take (connect, read): a hung API server must not hang a sync forever.
@@ -101,16 +100,25 @@ class KubeClient:
     def list_configmaps(self, namespace: str, labels: Mapping[str, str]) -> list[dict[str, Any]]:
         """ConfigMaps in ``namespace`` carrying every one of ``labels`` (plain dicts, camelCase keys)."""
         selector = ",".join(f"{k}={v}" for k, v in labels.items())
+        items = self._list_configmaps(namespace, label_selector=selector)
+        return [i for i in items if selector_matches(selector, i.get("metadata", {}).get("labels"))]
+
+    def _list_configmaps(
+        self, namespace: str, *, label_selector: str | None = None, field_selector: str | None = None
+    ) -> list[dict[str, Any]]:
+        """ConfigMaps of a namespace by a label or field selector (plain dicts); [] when the namespace is gone."""
         try:
             found = self.core.list_namespaced_config_map(
-                namespace, label_selector=selector, _request_timeout=REQUEST_TIMEOUT
+                namespace,
+                label_selector=label_selector,
+                field_selector=field_selector,
+                _request_timeout=REQUEST_TIMEOUT,
             )
         except client.ApiException as exc:
             if exc.status == 404:
                 return []
             raise _api_error(exc, f"listing ConfigMaps in {namespace}") from None
-        items = [self._plain(item) for item in found.items or ()]
-        return [i for i in items if selector_matches(selector, i.get("metadata", {}).get("labels"))]
+        return [self._plain(item) for item in found.items or ()]
 
     def create_configmap(self, body: Mapping[str, Any]) -> None:
         """Create one ConfigMap; an existing one of the same name (not ours) is a conflict."""
@@ -140,16 +148,8 @@ class KubeClient:
 
         Read with ``list`` (the verb the operator has on ConfigMaps), narrowed to the one name.
         """
-        try:
-            found = self.core.list_namespaced_config_map(
-                namespace, field_selector=f"metadata.name={name}", _request_timeout=REQUEST_TIMEOUT
-            )
-        except client.ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise _api_error(exc, f"listing ConfigMaps in {namespace}") from None
-        for item in found.items or ():
-            meta = self._plain(item).get("metadata", {})
+        for item in self._list_configmaps(namespace, field_selector=f"metadata.name={name}"):
+            meta = item.get("metadata", {})
             if meta.get("name") == name:
                 identity = [meta.get("uid"), meta.get("resourceVersion"), sorted((meta.get("labels") or {}).items())]
                 return hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:16]
@@ -268,3 +268,13 @@ class KubeClient:
                 return False
             raise _api_error(exc, f"patching the status of MispFeed {namespace}/{name}") from None
         return True
+
+
+def selector_matches(selector: str, labels: Mapping[str, str] | None) -> bool:
+    """Whether ``labels`` satisfy an equality selector such as ``app.kubernetes.io/name=falco,tier=x``."""
+    labels = labels or {}
+    for term in selector.split(","):
+        key, _, value = term.partition("=")
+        if labels.get(key.strip()) != value.strip():
+            return False
+    return True

@@ -1,9 +1,9 @@
 """Matched Falco alerts -> MISP sightings, a daily MISP event, Kubernetes Events (a service; issue 5).
 
-The alert endpoint (:mod:`falco_misp.intake`) hands parsed alerts to :meth:`Reporter.receive` on the operator's
-event loop. Matching is pure and fast (:mod:`falco_misp.alerts`); what must reach MISP goes into one bounded
-queue, drained by one asyncio task that runs the blocking PyMISP calls on a thread of its own, so neither the
-endpoint nor the syncs (kopf's threads) ever wait for MISP:
+The alert endpoint (:mod:`falco_misp.reporting.intake`) hands parsed alerts to :meth:`Reporter.receive` on the
+operator's event loop. Matching is pure and fast (:mod:`falco_misp.reporting.matching`); what must reach MISP goes
+into one bounded queue, drained by one asyncio task that runs the blocking PyMISP calls on a thread of its own, so
+neither the endpoint nor the syncs (kopf's threads) ever wait for MISP:
 
 - dedupe: one sighting per attribute within the feed's ``reporting.sightings.dedupWindow`` (which also paces the
   Kubernetes Events: a beaconing process must not flood the API server), one entry per address and day in the
@@ -45,27 +45,22 @@ from typing import Any, cast
 
 from pymisp import MISPAttribute, MISPEvent, PyMISP
 
-from falco_misp.alerts import (
-    Alert,
-    FeedRegistry,
-    Hit,
-    MispTarget,
-    Outcome,
-    ReportingFeed,
+from falco_misp.delivery.kube import KubeClient
+from falco_misp.feed.model import API_GROUP, API_VERSION, KIND
+from falco_misp.metrics import ReportingMetrics
+from falco_misp.reporting.alerts import Alert
+from falco_misp.reporting.matching import Deduper as _Deduper
+from falco_misp.reporting.matching import FeedRegistry, Hit, MispTarget, Outcome, ReportingFeed, match_alert
+from falco_misp.reporting.payloads import (
     alert_day,
     daily_event,
     daily_event_uuid,
     describe_attribute,
     event_attribute,
-    match_alert,
     notice_message,
     sighting_body,
 )
-from falco_misp.alerts import Deduper as _Deduper
-from falco_misp.kube import KubeClient
-from falco_misp.metrics import ReportingMetrics
-from falco_misp.sources import connect_misp, failure_reason, remove_file, write_ca_file
-from falco_misp.spec import API_GROUP, API_VERSION, KIND
+from falco_misp.sources.misp import connect_misp, failure_reason, remove_file, write_ca_file
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +153,7 @@ class _Failure(Exception):
 
 
 def _exception_reason(exc: BaseException) -> str:
-    """The reason a PyMISP call raised, as reading names it (:func:`~falco_misp.sources.failure_reason`); a
+    """The reason a PyMISP call raised, as reading names it (:func:`~falco_misp.sources.misp.failure_reason`); a
     rejected key (PyMISP's start-up, or a HEAD that has no body to tell more) is :data:`UNAUTHORIZED`."""
     reason = failure_reason(exc)
     if reason in ("HTTP401", "HTTP403", UNAUTHORIZED):

@@ -1,5 +1,5 @@
 """Live updates from MISP's ZeroMQ publisher (a service: the socket and its loop; the decisions are pure, in
-:mod:`falco_misp.zmq_messages`). Issue 7.
+:mod:`falco_misp.live.messages`). Issue 7.
 
 One :class:`LiveFollower` per MispFeed runs as a kopf daemon (``handlers.register``). It subscribes to MISP's
 attribute, event and publish topics and to its heartbeat, then:
@@ -29,11 +29,10 @@ from typing import Protocol
 import zmq
 import zmq.asyncio
 
-from falco_misp.decisions import retry_delay
-from falco_misp.metrics import LiveMetrics
-from falco_misp.spec import FilterSet
-from falco_misp.status import Condition
-from falco_misp.zmq_messages import (
+from falco_misp.backoff import retry_delay
+from falco_misp.conditions import Condition
+from falco_misp.feed.model import FilterSet
+from falco_misp.live.messages import (
     SUBSCRIPTIONS,
     Burst,
     MessageError,
@@ -46,6 +45,7 @@ from falco_misp.zmq_messages import (
     receiving,
     topic_of,
 )
+from falco_misp.metrics import LiveMetrics
 
 
 @dataclass(frozen=True)
@@ -121,7 +121,7 @@ class FeedLink(Protocol):
 
 
 class Subscriber:
-    """One SUB socket on one publisher, subscribed to the topics in :data:`~falco_misp.zmq_messages.SUBSCRIPTIONS`."""
+    """One SUB socket on one publisher, subscribed to the topics in :data:`~falco_misp.live.messages.SUBSCRIPTIONS`."""
 
     def __init__(self, context: zmq.asyncio.Context, url: str, tuning: LiveTuning) -> None:
         socket = context.socket(zmq.SUB)

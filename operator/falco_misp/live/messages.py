@@ -13,7 +13,7 @@ The topics read here:
 
 A message only says *that* something changed: the sync that follows reads the feed through the REST API again, so
 nothing here builds state. The relevance test is cheap and conservative: a message is ignored only when it cannot
-change what the feed's filters select. It reuses :func:`falco_misp.filters.matches` on the fields the message
+change what the feed's filters select. It reuses :func:`falco_misp.sources.filters.matches` on the fields the message
 carries (a condition on a field the message lacks cannot rule it out):
 
 ========================================  ==========================================================================
@@ -41,10 +41,10 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
-from falco_misp.attributes import Attribute, EventContext, attribute_from_json, attributes_from_event
-from falco_misp.filters import matches, org_matches
-from falco_misp.spec import FilterSet, TagFilter
-from falco_misp.status import Condition
+from falco_misp.conditions import Condition
+from falco_misp.feed.model import FilterSet, TagFilter
+from falco_misp.sources.attributes import Attribute, EventContext, attribute_from_json, attributes_from_event
+from falco_misp.sources.filters import matches, org_matches
 
 #: The status condition telling whether the publisher is heard.
 LIVE_UPDATES = "LiveUpdates"
