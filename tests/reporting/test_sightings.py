@@ -244,9 +244,11 @@ async def test_a_rejected_key_keeps_reports_until_a_sync_brings_the_new_one(
             await stack.post(falco_alert("45.0.0.7"))
             await wait_for(lambda: len(stack.sighted()) == 1, what="first sighting")
         misp.auth_failure_status, misp.api_key = status, "rotated-key-0123456789"
-        await stack.post([falco_alert(f"45.2.0.{i}") for i in (1, 2, 3)])  # the queue holds two
+        await stack.post(falco_alert("45.2.0.1"))
         await wait_for(lambda: stack.metric("falco_misp_sightings_auth_failures_total", feed="security/intel") >= 1,
                        what="the key refused")  # fmt: skip
+        # The report is queued again and the sender backs off (30 s): the next two find one free place.
+        await stack.post([falco_alert(f"45.2.0.{i}") for i in (2, 3)])  # the queue holds two
         assert reporter.dropped == {"queue_full": 1} and reporter.pending == 2
         state = reporter.key_rejected("security", "intel")
         assert state is not None and state.waiting == 2 and state.since > 0

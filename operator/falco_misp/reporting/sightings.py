@@ -34,16 +34,13 @@ import contextlib
 import logging
 import threading
 import time
-from collections import Counter, OrderedDict, deque
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections import Counter, deque
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from functools import partial
-from typing import Any, cast
-
-from pymisp import MISPAttribute, MISPEvent, PyMISP
 
 from falco_misp.delivery.kube import KubeClient
 from falco_misp.feed.model import API_GROUP, API_VERSION, KIND
@@ -51,6 +48,15 @@ from falco_misp.metrics import ReportingMetrics
 from falco_misp.reporting.alerts import Alert
 from falco_misp.reporting.matching import Deduper as _Deduper
 from falco_misp.reporting.matching import FeedRegistry, Hit, MispTarget, Outcome, ReportingFeed, match_alert
+from falco_misp.reporting.misp_writes import (
+    UNAUTHORIZED,
+    Kind,
+    MispClients,
+    Report,
+    SendFailure,
+    call_misp,
+    send_event_group,
+)
 from falco_misp.reporting.payloads import (
     alert_day,
     daily_event,
@@ -60,7 +66,6 @@ from falco_misp.reporting.payloads import (
     notice_message,
     sighting_body,
 )
-from falco_misp.sources.misp import connect_misp, failure_reason, remove_file, write_ca_file
 
 log = logging.getLogger(__name__)
 
@@ -91,38 +96,11 @@ class ReporterConfig:
     """Remembered attributes (and, apart, event entries); the oldest go first when full."""
 
 
-class Kind(StrEnum):
-    """What a report writes to MISP (a metrics label)."""
-
-    SIGHTING = "sighting"
-    """A sighting on one attribute."""
-    EVENT_ATTRIBUTE = "event_attribute"
-    """An attribute in the feed's daily event."""
-
-
-@dataclass
-class _Report:
-    """One write to MISP waiting in the queue."""
-
-    kind: Kind
-    feed: str
-    target: MispTarget
-    dedupe_key: Hashable
-    body: dict[str, Any]
-    attribute_uuid: str = ""
-    event: dict[str, Any] | None = None
-    publish: bool = False
-
-
 class _Result(StrEnum):
     SENT = "sent"
     REJECTED = "rejected"
     RETRY = "retry"
     NOT_TRIED = "not_tried"
-
-
-UNAUTHORIZED = "Unauthorized"  # the failure reason of a rejected API key (retried once a sync brings a new one)
-_AUTH_FAILED_TEXT = "Authentication failed"  # what MISP says in a 403 for a wrong, expired or revoked key
 
 
 @dataclass(frozen=True)
@@ -141,116 +119,6 @@ class KeyRejected:
             f"MISP rejected the API key: {self.waiting} reports wait for a sync with a working key (rotate the "
             "key in the feed's Secret)"
         )
-
-
-class _Failure(Exception):
-    """A MISP call failed: ``retry`` says whether the report stays queued."""
-
-    def __init__(self, reason: str, *, retry: bool) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.retry = retry
-
-
-def _exception_reason(exc: BaseException) -> str:
-    """The reason a PyMISP call raised, as reading names it (:func:`~falco_misp.sources.misp.failure_reason`); a
-    rejected key (PyMISP's start-up, or a HEAD that has no body to tell more) is :data:`UNAUTHORIZED`."""
-    reason = failure_reason(exc)
-    if reason in ("HTTP401", "HTTP403", UNAUTHORIZED):
-        return UNAUTHORIZED
-    return type(exc).__name__ if reason == "Error" else reason
-
-
-def _check(answer: object, *, duplicate_ok: bool = False) -> None:
-    """Raise :class:`_Failure` for PyMISP's ``{"errors": (status, body)}`` answers."""
-    if not isinstance(answer, Mapping) or "errors" not in answer:
-        return
-    errors = answer["errors"]
-    status = errors[0] if isinstance(errors, tuple | list) and errors and isinstance(errors[0], int) else None
-    if duplicate_ok and "already exists" in str(errors):
-        return
-    if status == 401 or (status == 403 and _AUTH_FAILED_TEXT in str(errors)):
-        raise _Failure(UNAUTHORIZED, retry=True)  # the key, not the report: kept until a sync brings a new key
-    if status is None or status in (408, 425, 429):
-        raise _Failure(f"HTTP{status}" if status else "MispError", retry=True)
-    raise _Failure(f"HTTP{status}", retry=False)
-
-
-class _MispClients:
-    """PyMISP clients by target (server and credentials), each with its CA bundle file; used on one thread only."""
-
-    def __init__(self, limit: int = 8) -> None:
-        self._limit = limit
-        self._clients: OrderedDict[str, tuple[PyMISP, str | None]] = OrderedDict()
-        self.known_events: set[str] = set()
-
-    def get(self, target: MispTarget) -> PyMISP:
-        key = target.key
-        if key in self._clients:
-            self._clients.move_to_end(key)
-            return self._clients[key][0]
-        ca_path = write_ca_file(target.ca_bundle) if target.ca_bundle else None
-        try:
-            client = connect_misp(target.server, target.auth_key, ca_path)
-        except Exception as exc:
-            remove_file(ca_path)
-            raise _Failure(_exception_reason(exc), retry=True) from None
-        self._clients[key] = (client, ca_path)
-        while len(self._clients) > self._limit:
-            self.drop(next(iter(self._clients)))
-        return client
-
-    def drop(self, key: str) -> None:
-        entry = self._clients.pop(key, None)
-        if entry is not None:
-            remove_file(entry[1])
-
-    def close(self) -> None:
-        for key in list(self._clients):
-            self.drop(key)
-
-
-def _call(func: Callable[[], object], *, duplicate_ok: bool = False) -> object:
-    """One PyMISP call; exceptions (network, 5xx, non-JSON) become retryable failures."""
-    try:
-        answer = func()
-    except _Failure:
-        raise
-    except Exception as exc:
-        raise _Failure(_exception_reason(exc), retry=True) from None
-    _check(answer, duplicate_ok=duplicate_ok)
-    return answer
-
-
-def _send_event_group(client: PyMISP, clients: _MispClients, reports: Sequence[_Report]) -> None:
-    """Add hits to their daily event, creating it on the day's first hit."""
-    skeleton = reports[0].event or {}
-    uuid = str(skeleton["uuid"])
-    attributes = []
-    for report in reports:
-        attribute = MISPAttribute()
-        attribute.from_dict(**report.body)
-        attributes.append(attribute)
-    created = False
-    if uuid not in clients.known_events and not _call(partial(client.event_exists, uuid)):
-        event = MISPEvent()
-        event.from_dict(**{**skeleton, "Attribute": [r.body for r in reports]})
-        # Another replica may have created it meanwhile: then append, as below.
-        answer = _call(partial(client.add_event, event), duplicate_ok=True)
-        created = not (isinstance(answer, Mapping) and "errors" in answer)
-    if not created:
-        try:
-            _call(partial(client.add_attribute, uuid, cast(Any, attributes)), duplicate_ok=True)
-        except _Failure as failure:
-            if failure.reason == "HTTP404":  # deleted in MISP since: create it again next round
-                clients.known_events.discard(uuid)
-                raise _Failure("EventGone", retry=True) from None
-            raise
-    if len(clients.known_events) > 10_000:
-        clients.known_events.clear()
-    clients.known_events.add(uuid)
-    if reports[0].publish:
-        _call(lambda: client.publish(uuid))
 
 
 class Reporter:
@@ -278,7 +146,7 @@ class Reporter:
         self._registry_lock = threading.Lock()
         self._dedupe = _Deduper(self.config.dedup_capacity)  # (feed, attribute uuid): sightings and notices
         self._event_dedupe = _Deduper(self.config.dedup_capacity)  # (day's event, type, address)
-        self._queue: deque[_Report] = deque()
+        self._queue: deque[Report] = deque()
         self._in_flight = 0
         self._paused: dict[str, float] = {}
         self._failures: dict[str, int] = {}
@@ -286,8 +154,8 @@ class Reporter:
         self._rejected_keys: dict[str, float] = {}  # target key -> when MISP first refused it (event loop only)
         self._waiting: dict[str, KeyRejected] = {}  # feed ref -> reports held for a key (replaced whole)
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._flying: Sequence[_Report] = ()  # the batch being sent
-        self._clients = _MispClients()
+        self._flying: Sequence[Report] = ()  # the batch being sent
+        self._clients = MispClients()
         self._wake: asyncio.Event | None = None
         self._notices: asyncio.Queue[tuple[Mapping[str, str], str]] | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -411,7 +279,7 @@ class Reporter:
             key = ("event", event_uuid, attribute["type"], hit.remote)
             if self._event_dedupe.admit(key, now, EVENT_DEDUP_SECONDS):
                 skeleton = daily_event(hit, cluster, [])
-                report = _Report(Kind.EVENT_ATTRIBUTE, feed.ref, feed.target, key, attribute, event=skeleton)
+                report = Report(Kind.EVENT_ATTRIBUTE, feed.ref, feed.target, key, attribute, event=skeleton)
                 report.publish = events.published
                 self._enqueue(report)
         if not fresh:
@@ -421,11 +289,11 @@ class Reporter:
         if reporting.sightings.enabled:
             body = sighting_body(hit, cluster)
             for attr in fresh:
-                report = _Report(Kind.SIGHTING, feed.ref, feed.target, (feed.ref, attr.uuid), dict(body), attr.uuid)
+                report = Report(Kind.SIGHTING, feed.ref, feed.target, (feed.ref, attr.uuid), dict(body), attr.uuid)
                 self._enqueue(report)
         self._notify(feed, notice_message(hit, fresh))
 
-    def _enqueue(self, report: _Report) -> None:
+    def _enqueue(self, report: Report) -> None:
         if self.pending >= self.config.max_queue or self._wake is None:
             reason = "queue_full" if self._wake is not None else "not_running"
             self._drop(report, reason)
@@ -436,7 +304,7 @@ class Reporter:
         self._gauge(key_state=report.target.key in self._rejected_keys)
         self._wake.set()
 
-    def _drop(self, report: _Report, reason: str) -> None:
+    def _drop(self, report: Report, reason: str) -> None:
         self.dropped[reason] += 1
         count = self.dropped[reason]
         if self.metrics is not None:
@@ -487,13 +355,13 @@ class Reporter:
                 self.metrics.notices.labels("dropped").inc()
 
     # ------------------------------------------------------------------------------------------ MISP
-    def _take(self, now: float) -> tuple[list[_Report], float | None]:
+    def _take(self, now: float) -> tuple[list[Report], float | None]:
         """The next batch (one server, not paused), and how long to wait when every server is paused.
 
         A report whose feed synced since with other credentials for the same server moves to them first.
         """
-        batch: list[_Report] = []
-        keep: deque[_Report] = deque()
+        batch: list[Report] = []
+        keep: deque[Report] = deque()
         server: str | None = None
         wait: float | None = None
         moved = False
@@ -544,12 +412,12 @@ class Reporter:
                 self._in_flight, self._flying = 0, ()
             self._settle(batch, results, self._clock())
 
-    def _send_batch(self, batch: Sequence[_Report]) -> list[tuple[_Result, str]]:
+    def _send_batch(self, batch: Sequence[Report]) -> list[tuple[_Result, str]]:
         """On the reporter's thread: send in order, stop at the first failure that is worth a retry."""
         results: list[tuple[_Result, str]] = [(_Result.NOT_TRIED, "")] * len(batch)
         try:
             client = self._clients.get(batch[0].target)
-        except _Failure as failure:
+        except SendFailure as failure:
             results[0] = (_Result.RETRY, failure.reason)
             return results
         groups: dict[str, list[int]] = {}
@@ -563,10 +431,10 @@ class Reporter:
             members = groups.get(str(report.event["uuid"]), [i]) if report.event is not None else [i]
             try:
                 if report.kind is Kind.SIGHTING:
-                    _call(partial(client.add_sighting, report.body, attribute=report.attribute_uuid))
+                    call_misp(partial(client.add_sighting, report.body, attribute=report.attribute_uuid))
                 else:
-                    _send_event_group(client, self._clients, [batch[m] for m in members])
-            except _Failure as failure:
+                    send_event_group(client, self._clients, [batch[m] for m in members])
+            except SendFailure as failure:
                 if failure.retry:
                     for m in members:
                         results[m] = (_Result.RETRY, failure.reason)
@@ -579,8 +447,8 @@ class Reporter:
             done.update(members)
         return results
 
-    def _settle(self, batch: Sequence[_Report], results: Sequence[tuple[_Result, str]], now: float) -> None:
-        retry: list[_Report] = []
+    def _settle(self, batch: Sequence[Report], results: Sequence[tuple[_Result, str]], now: float) -> None:
+        retry: list[Report] = []
         failed_reason = ""
         for report, (result, reason) in zip(batch, results, strict=True):
             if result is _Result.SENT:
