@@ -4,8 +4,8 @@ accepts, with the same defaults.
 What the server checks is checked in one place, k8s/crdcheck.py (the apiextensions restrictions, the schema, the
 CEL rules); here the real CRD goes through it, and copies of it with known defects show that it reports them. The
 examples and the maximal specs go through the checker's admission (defaults, schema, CEL rules) and through
-spec.parse_feed. The field list comes from feed/parse.py itself: every key its parser reads while parsing a spec that sets
-every field is recorded and compared with the schema's properties. The CEL rules themselves: test_crd_cel.py.
+feed.parse.parse_feed. The field list comes from feed/parse.py itself: every key its parser reads while parsing a
+spec that sets every field is recorded and compared with the schema's properties. The CEL rules: test_crd_cel.py.
 """
 
 from __future__ import annotations
