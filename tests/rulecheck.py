@@ -2,6 +2,8 @@
 
 - :func:`falco_shape_errors`: every item is a list, macro or rule with Falco's keys and types;
 - :func:`expand`: each rule's condition with macros and lists substituted (Falco expands them before compiling);
+- :func:`in_lists` / :func:`network_leaves`: the value lists of a condition's ``in (...)``, and the networks in the
+  leaves of a guarded network macro (the guards, ``in ("<prefix>") and``, left out);
 - :func:`sysdig_compile`: Debian's ``sysdig`` (same libs filter compiler) compiles a condition;
   ``sysdig -r /dev/null "<filter>"`` says ``filter error`` for a bad one and fails to open the file otherwise.
 """
@@ -85,14 +87,46 @@ def _substitute(condition: str, lists: dict[str, list[str]], macros: dict[str, s
     return _IDENT.sub(repl, condition)
 
 
+_IN = re.compile(r"\bin \(([^()]*)\)( and\b)?")
+_V6_CIDR = re.compile(r'"[0-9a-f.]*:[0-9a-f:.]*/[0-9]+"')
+# A placeholder of the same shape (TEST-NET-1) where sysdig 0.29 cannot compile an IPv6 CIDR.
+_V4_STAND_IN = '"192.0.2.0/24"'
+
+
+def in_lists(condition: str) -> list[list[str]]:
+    """The values of every ``in (...)`` of a condition, quotes removed."""
+    return [[v.strip().strip('"') for v in m.group(1).split(",")] for m in _IN.finditer(condition)]
+
+
+def network_leaves(condition: str) -> list[str]:
+    """The networks a guarded network macro lists: every ``in (...)`` but the guards (followed by ``and``)."""
+    return [v.strip().strip('"') for m in _IN.finditer(condition) if not m.group(2) for v in m.group(1).split(",")]
+
+
+def block_items(docs: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """Per list or network macro name, its items (lists) or the networks of its leaves (``*_networks`` macros)."""
+    out: dict[str, list[str]] = {}
+    for d in docs:
+        if "list" in d:
+            out[d["list"]] = [str(i) for i in d["items"]]
+        elif "macro" in d and d["macro"].endswith("_networks"):
+            out[d["macro"]] = network_leaves(d["condition"])
+    return out
+
+
 def drop_ipv6_networks(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Debian's sysdig 0.29 predates IPv6 CIDRs in fd.snet/fd.cnet (Falco 0.44 has them): leave them out."""
-    return [
-        {"list": d["list"], "items": [i for i in d["items"] if ipaddress.ip_network(i).version == 4]}
-        if "list" in d and d["list"].endswith("_networks")
-        else d
-        for d in docs
-    ]
+    """Debian's sysdig 0.29 predates IPv6 CIDRs in fd.snet/fd.cnet (Falco 0.44 has them): leave them out of
+    network lists, and in the guarded network macros put an IPv4 CIDR in their place (the structure still
+    compiles; tests/core/test_scale_correctness.py checks what the IPv6 parts match)."""
+    out: list[dict[str, Any]] = []
+    for d in docs:
+        if "list" in d and d["list"].endswith("_networks"):
+            out.append({"list": d["list"], "items": [i for i in d["items"] if ipaddress.ip_network(i).version == 4]})
+        elif "macro" in d and d["macro"].endswith("_networks"):
+            out.append({"macro": d["macro"], "condition": _V6_CIDR.sub(_V4_STAND_IN, d["condition"])})
+        else:
+            out.append(d)
+    return out
 
 
 def sysdig() -> str:

@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from falco_misp.delivery.configmaps import build_configmaps
+from falco_misp.delivery.confirm import falco_values
 from falco_misp.delivery.files import write_files
 from falco_misp.errors import RenderError, SourceError, SpecError
 from falco_misp.feed.model import Feed
@@ -76,6 +77,10 @@ def load_feed(path: Path) -> Feed:
 
 def _render(args: argparse.Namespace) -> int:
     feed = load_feed(args.feed)
+    if args.format == "falco-values":  # from the spec alone: nothing is fetched or written
+        print(f"# falcosecurity/falco chart values for feed {feed.ref}: helm upgrade falco falcosecurity/falco -f -")
+        print(falco_values(feed), end="")
+        return EXIT_OK
     auth_key = os.environ.get(args.auth_key_env) if feed.spec.source.misp is not None else None
     if feed.spec.source.misp is not None and not auth_key:
         raise SpecError("--auth-key-env", f"set the MISP API key in the environment variable {args.auth_key_env}")
@@ -114,9 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--out", type=Path, default=Path("falco-misp-rules"), help="output folder")
     render.add_argument(
         "--format",
-        choices=("files", "configmaps"),
+        choices=("files", "configmaps", "falco-values"),
         default="files",
-        help="Falco rules files, or ConfigMap manifests for kubectl apply --server-side",
+        help="Falco rules files, ConfigMap manifests for kubectl apply --server-side, or (printed, nothing fetched) "
+        "the falcosecurity chart values that mount every shard of the feed",
     )
     render.add_argument(
         "--auth-key-env",

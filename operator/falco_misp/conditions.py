@@ -43,9 +43,9 @@ class Condition:
     """One condition as the sync decided it."""
 
     type: str
-    """``Ready`` or ``Degraded``."""
-    status: bool
-    """True or False."""
+    """``Ready``, ``Degraded``, ``Serving``, ``Delivered``..."""
+    status: bool | None
+    """True, False, or None for Unknown."""
     reason: str
     """CamelCase machine-readable cause."""
     message: str
@@ -66,7 +66,7 @@ def build_conditions(
     before = {str(c.get("type")): c for c in entries}
     fresh: dict[str, dict[str, Any]] = {}
     for cond in current:
-        status = "True" if cond.status else "False"
+        status = "Unknown" if cond.status is None else "True" if cond.status else "False"
         old = before.get(cond.type)
         since = old.get("lastTransitionTime") if old is not None and old.get("status") == status else None
         fresh[cond.type] = {

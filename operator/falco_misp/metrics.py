@@ -42,6 +42,14 @@ class Metrics:
             "falco_misp_sync_failures", "Syncs that did not apply rules, by reason", ["feed", "reason"], registry=r
         )
         self.rollouts = Counter("falco_misp_rollouts", "Falco DaemonSet rollouts triggered", ["feed"], registry=r)
+        self.delivery_pods = Gauge(
+            "falco_misp_delivery_pods", "Ready Falco pods of the feed's target at the last delivery check", ["feed"],
+            registry=r,
+        )  # fmt: skip
+        self.delivery_current = Gauge(
+            "falco_misp_delivery_pods_current", "Of those, the pods that loaded the feed's current rules", ["feed"],
+            registry=r,
+        )  # fmt: skip
         self._rejected_reasons: dict[str, set[str]] = {}  # per feed, to drop reasons that no longer occur
 
     def serve(self, port: int, address: str = "0.0.0.0") -> None:  # noqa: S104 - a pod listens on all interfaces
@@ -77,10 +85,17 @@ class Metrics:
         if any(reason in ROLLOUT_REASONS for reason in notices):
             self.rollouts.labels(feed).inc()
 
+    def observe_delivery(self, feed: str, status: Mapping[str, Any]) -> None:
+        """Record the latest delivery check (``status.delivery``), when there is one."""
+        delivery = status.get("delivery")
+        if isinstance(delivery, Mapping) and isinstance(delivery.get("pods"), int):
+            self.delivery_pods.labels(feed).set(delivery["pods"])
+            self.delivery_current.labels(feed).set(int(delivery.get("podsCurrent") or 0))
+
     def forget(self, feed: str) -> None:
         """Remove every series of a deleted feed."""
         forget_feed(feed, self.indicators, self.rejected, self.sync_seconds, self.last_success, self.failures,
-                    self.rollouts)  # fmt: skip
+                    self.rollouts, self.delivery_pods, self.delivery_current)  # fmt: skip
         self._rejected_reasons.pop(feed, None)
 
 

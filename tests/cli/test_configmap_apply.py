@@ -53,7 +53,7 @@ def full_shard_manifests(count: int) -> list[dict[str, object]]:
 
 
 def test_default_shards_need_server_side_apply() -> None:
-    manifests = full_shard_manifests(60_000)
+    manifests = full_shard_manifests(70_000)  # ~15 bytes an address in flow-style lists: > one shard
     assert len(manifests) >= 2  # the first shard is full at the default budget
     first = manifests[0]
     data = first["data"]

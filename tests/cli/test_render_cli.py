@@ -18,7 +18,7 @@ import yaml
 from emulators.misp import Fault, MispEmulator
 from falco_misp.cli import main
 from helpers import REPO, misp_event
-from rulecheck import load
+from rulecheck import block_items, load
 
 KEY_ENV = "FALCO_MISP_TEST_KEY"
 
@@ -27,11 +27,10 @@ def lists_of(out: Path) -> dict[str, list[str]]:
     """List name (without the feed/shard prefix) -> items, over every rules file in ``out``."""
     found: dict[str, list[str]] = {}
     for path in sorted(p for p in out.glob("*.yaml") if not p.name.endswith(".configmap.yaml")):
-        for d in load(path.read_bytes()):
-            if "list" in d:
-                kind = re.search(r"(inbound|outbound)_(addresses|networks|domains)$", d["list"])
-                assert kind, d["list"]
-                found.setdefault(kind.group(0), []).extend(d["items"])
+        for name, items in block_items(load(path.read_bytes())).items():  # lists and guarded network macros
+            kind = re.search(r"(inbound|outbound)_(addresses|networks|domains)$", name)
+            assert kind, name
+            found.setdefault(kind.group(0), []).extend(items)
     return found
 
 

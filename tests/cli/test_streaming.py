@@ -1,4 +1,5 @@
-"""Streaming (MISP pages of any size) and non-streaming (one export file) give the same bytes."""
+"""Streaming (MISP pages of any size, read ahead or not, incremental state or not) and non-streaming (one export
+file) give the same bytes."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import time
 from pathlib import Path
 
 from emulators.misp import MispEmulator
-from falco_misp.pipeline import fetch_and_render
+from falco_misp.pipeline import IncrementalRefresh, fetch_and_render, refresh_and_render
 from falco_misp.sources.locations import FetchContext
 from helpers import feed, misp_event
 
@@ -44,9 +45,12 @@ def test_page_size_does_not_change_bytes(tmp_path: Path) -> None:
     reference = fetch_and_render(feed({"source": {"file": {"url": "export.json"}}}, limits=limits), ctx)
     assert reference.indicators.total == 150 and reference.indicators.rejected["over_limit"] > 0
     with MispEmulator(events=events) as misp:
-        for page_size in (1, 7, 100, 100_000):
+        for page_size, prefetch in ((1, 0), (1, 3), (7, 1), (100, 0), (100, None), (100_000, None)):
             spec = {"source": {"misp": {"url": misp.url, "pageSize": page_size}}, "limits": limits}
-            got = fetch_and_render(feed(spec), FetchContext(now=ctx.now, auth_key=misp.api_key))
+            context = FetchContext(now=ctx.now, auth_key=misp.api_key, prefetch_pages=prefetch)
+            got = fetch_and_render(feed(spec), context)
             assert [s.content for s in got.bundle.shards] == [s.content for s in reference.bundle.shards]
             assert got.bundle.sha256 == reference.bundle.sha256
             assert got.indicators.rejected == reference.indicators.rejected
+            incremental = refresh_and_render(feed(spec), context, IncrementalRefresh())  # its full fetch
+            assert incremental.bundle.sha256 == reference.bundle.sha256

@@ -26,7 +26,7 @@ from falco_misp.rendering.shards import (
     render_within_capacity,
 )
 from helpers import attr, feed
-from rulecheck import falco_shape_errors, load
+from rulecheck import block_items, falco_shape_errors, in_lists, load
 
 OUT, IN = Direction.OUTBOUND, Direction.INBOUND
 
@@ -60,11 +60,14 @@ def test_one_small_shard_has_falco_shape() -> None:
     rules = {d["rule"]: d for d in docs if "rule" in d}
     assert len(rules) == 3
     cond = {r["condition"] for r in rules.values()}
-    assert "misp_ns_shape_0_outbound and fd.sip in (misp_ns_shape_0_outbound_addresses)" in cond
-    assert "misp_ns_shape_0_outbound and fd.snet in (misp_ns_shape_0_outbound_networks)" in cond
-    assert "misp_ns_shape_0_inbound and fd.cip in (misp_ns_shape_0_inbound_addresses)" in cond
-    assert all("fd.net " not in c for c in cond)
-    assert b'- "8.8.4.4"' in shard.content  # items quoted
+    # the hash lookup first: a miss costs one check (Falco runs these rules on connect/accept events only)
+    assert "fd.sip in (misp_ns_shape_0_outbound_addresses) and misp_ns_shape_0_outbound" in cond
+    assert "misp_ns_shape_0_outbound and misp_ns_shape_0_outbound_networks" in cond
+    assert "fd.cip in (misp_ns_shape_0_inbound_addresses) and misp_ns_shape_0_inbound" in cond
+    macros = {d["macro"]: d["condition"] for d in docs if "macro" in d}
+    assert macros["misp_ns_shape_0_outbound_networks"] == 'fd.snet in ("1.2.3.0/24")'  # one network: no guard
+    assert all("fd.net " not in c for c in [*cond, *macros.values()])
+    assert b'items: ["8.8.4.4"]' in shard.content  # flow style, items quoted
 
 
 def test_empty_feed_is_still_a_valid_rules_file() -> None:
@@ -83,18 +86,18 @@ def test_shards_respect_budget_and_are_self_contained() -> None:
         networks={OUT: networks(700)},
     )
     bundle = render_rules(f, ind)
-    assert len(bundle.shards) > 5
+    assert len(bundle.shards) >= 4  # dense lists: 5 (one item a line took 8)
     seen: dict[str, list[str]] = {}
     for shard in bundle.shards:
         assert len(shard.content) <= budget
         docs = load(shard.content)
         assert falco_shape_errors(docs) == [], shard.name  # every name it uses, it defines
-        for d in docs:
-            if "list" in d:
-                seen.setdefault(d["list"].removeprefix("misp_ns_big_").split("_", 1)[-1], []).extend(d["items"])
+        for name, items in block_items(docs).items():
+            seen.setdefault(name.removeprefix("misp_ns_big_").split("_", 1)[-1], []).extend(items)
     assert seen["outbound_addresses"] == list(addresses(3000))  # every item once, in order
     assert seen["inbound_addresses"] == list(addresses(1500, "12.0.0.0"))
-    assert seen["outbound_networks"] == list(networks(700))
+    assert seen["outbound_networks"] == list(networks(700))  # in address order, behind guards
+    assert sum(1 for s in bundle.shards for d in load(s.content) if d.get("macro", "").endswith("_networks")) == 1
     # no two shards define the same name: any subset loads without one silently overriding another
     names = [d.get("list") or d.get("macro") or d.get("rule") for s in bundle.shards for d in load(s.content)]
     assert len(names) == len(set(names))
@@ -109,9 +112,10 @@ def test_no_list_reaches_falco_ceiling() -> None:
     n = FALCO_MAX_LIST_ITEMS + 10
     f = feed(name="ceiling", falco={"shardBytes": 1000 * 1024, "maxShards": 10})
     bundle = render_rules(f, IndicatorSet(addresses={}, networks={OUT: networks(n)}))
-    sizes = [len(d["items"]) for s in bundle.shards for d in fast_load(s.content) if "list" in d]
-    assert sum(sizes) == n
-    assert max(sizes) <= FALCO_MAX_LIST_ITEMS
+    docs = [d for s in bundle.shards for d in fast_load(s.content)]
+    sizes = [len(v) for d in docs if "macro" in d for v in in_lists(d["condition"])]
+    assert sum(len(v) for d in docs for v in block_items([d]).values()) == n
+    assert max(sizes) <= 64 < FALCO_MAX_LIST_ITEMS  # trie leaves, whatever the number of networks
 
 
 def test_deterministic_bytes_and_hash() -> None:
@@ -225,10 +229,10 @@ def test_item_cap_ends_a_shard_instead_of_repeating_a_list() -> None:
         assert len(shard.content) <= f.spec.falco.shard_bytes
         docs = fast_load(shard.content)
         assert falco_shape_errors(docs) == []
-        for d in docs:
-            if "list" in d:
-                assert len(d["items"]) <= FALCO_MAX_LIST_ITEMS
-                items.setdefault(d["list"].split("_", 4)[-1], []).extend(d["items"])
+        for name, listed in block_items(docs).items():
+            assert name.endswith("_networks") or len(listed) <= FALCO_MAX_LIST_ITEMS  # a trie: its leaves are bound
+            items.setdefault(name.split("_", 4)[-1], []).extend(listed)
+        assert all(len(v) <= 64 for d in docs if "macro" in d for v in in_lists(d["condition"]))
     # nothing lost, nothing repeated
     assert items == {"outbound_networks": list(networks(n)), "inbound_networks": list(networks(n)),
                      "inbound_addresses": list(addresses(10))}  # fmt: skip
@@ -276,12 +280,11 @@ def test_same_named_feeds_of_two_namespaces_keep_both_lists_in_one_falco() -> No
     assert falco_shape_errors(docs) == []
     for bundle, ind, ref in ((bundle_a, ind_a, "team-a/intel"), (bundle_b, ind_b, "team-b/intel")):
         prefix = bundle.shards[0].name.rsplit("-", 1)[0].replace("-", "_")
-        listed = [i for (kind, name), d in kept.items() if kind == "list" and name.startswith(prefix + "_")
-                  for i in d["items"]]  # type: ignore[attr-defined]  # fmt: skip
+        listed = [i for name, items in block_items(docs).items() if name.startswith(prefix + "_") for i in items]
         assert sorted(listed) == sorted([*ind.addresses[OUT], *ind.networks[IN]])
         rules = [d for (kind, name), d in kept.items() if kind == "rule" and name.startswith(prefix + "_")]
         assert rules and all(f"misp_feed:{ref}" in d["tags"] and f"feed={ref} " in d["output"] for d in rules)  # type: ignore[operator]
-    assert sum(len(d["items"]) for d in docs if "list" in d) == ind_a.total + ind_b.total  # type: ignore[arg-type]
+    assert sum(len(v) for v in block_items(docs).values()) == ind_a.total + ind_b.total
 
 
 def test_default_config_map_names_fit_kubernetes_at_their_longest() -> None:
@@ -316,7 +319,7 @@ def test_rule_names_collide_exactly_when_config_map_names_do(p: str, q: str, i: 
         for group, direction, items in EVERY_GROUP:
             writer.add(group, direction, items, start=0, end=1, cost=0)
         docs = load(writer.finish().content)
-        assert len(docs) == 12  # 5 lists, 5 rules, 2 macros
+        assert len(docs) == 12  # 3 lists, 5 rules, 2 direction macros, 2 network macros
         return writer.name, {str(d.get("list") or d.get("macro") or d.get("rule")) for d in docs}
 
     (cm_a, names_a), (cm_b, names_b) = shard(p, i), shard(q, j)

@@ -27,7 +27,8 @@ def test_defaults() -> None:
     assert s.exclusions.keep_non_global is False and s.exclusions.keep_documentation is False
     assert (s.limits.min_prefix_v4, s.limits.min_prefix_v6) == (16, 32)
     assert s.falco.directions == (Direction.INBOUND, Direction.OUTBOUND)
-    assert s.falco.rollout is Rollout.RESTART and s.falco.domains is False
+    assert s.falco.rollout is Rollout.HOT_RELOAD and s.falco.domains is False  # issue 13: no pod restarts by default
+    assert (s.falco.metrics_port, s.falco.metrics_path, s.falco.delivery_deadline_seconds) == (8765, "/metrics", 180)
     assert s.falco.shard_bytes == DEFAULT_SHARD_BYTES
     assert s.refresh_seconds == 3600
     assert f.rule_prefix == "misp_ns_test_" and f.config_map_prefix == "misp-ns-test"

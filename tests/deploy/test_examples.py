@@ -29,6 +29,7 @@ GITOPS = EXAMPLES / "gitops"
 # Which feeds each falcosecurity/falco values file mounts (each must mount all their shards, nothing else).
 MOUNTED_FEEDS = {
     "falco-values.yaml": ["misp-feed.yaml"],
+    "falco-values-restart.yaml": ["misp-feed.yaml"],
     "falco-values-with-customrules.yaml": ["misp-feed.yaml"],
     "falco-chart/values-misp.yaml": ["connector-defaults.yaml"],
     "falco-chart/values-two-feeds.yaml": ["two-feeds.yaml"],
@@ -232,7 +233,8 @@ def test_every_falco_values_file_is_checked() -> None:
 @pytest.mark.parametrize("name", sorted(MOUNTED_FEEDS))
 def test_falco_values_mount_every_shard_of_their_feeds(name: str) -> None:
     values = falco_values(name)
-    assert set(values) <= {"mounts", "falco", "customRules"}, "keys FALCO.md does not describe"
+    # FALCO.md: the chart's mounts, falco.yaml settings, customRules, and metrics.enabled (Falco's rules sha256)
+    assert set(values) <= {"mounts", "falco", "customRules", "metrics"}, "keys FALCO.md does not describe"
     mounts = values["mounts"]
     assert set(mounts) == {"volumes", "volumeMounts"}
     (volume,) = mounts["volumes"]

@@ -224,6 +224,7 @@ def test_default_rbac_is_cluster_wide_for_feeds_and_scoped_for_falco(rendered: d
         ("create", "configmaps", "falco", None),
         ("patch", "configmaps", "falco", None),
         ("delete", "configmaps", "falco", None),
+        ("list", "pods", "falco", None),  # the Falco pods whose metrics confirm delivery
         ("list", "apps/daemonsets", "falco", None),
         ("get", "apps/daemonsets", "falco", frozenset({"falco"})),
         ("patch", "apps/daemonsets", "falco", frozenset({"falco"})),
@@ -267,6 +268,7 @@ def test_namespaced(rendered: dict[str, Rendered]) -> None:
             ("create", "configmaps", None),
             ("patch", "configmaps", None),
             ("delete", "configmaps", None),
+            ("list", "pods", None),
             ("get", "apps/daemonsets", None),  # falco.daemonSetNames: [] -> any DaemonSet there
             ("list", "apps/daemonsets", None),
             ("patch", "apps/daemonsets", None),
@@ -298,7 +300,7 @@ def test_network_policy(rendered: dict[str, Rendered]) -> None:
     spec = policy["spec"]
     assert spec["podSelector"]["matchLabels"] == r.one("Deployment")["spec"]["selector"]["matchLabels"]
     assert spec["policyTypes"] == ["Egress"]
-    api, misp_a, misp_b, dns, extra = spec["egress"]
+    api, misp_a, misp_b, dns, falco_metrics, extra = spec["egress"]
     assert api == {
         "to": [{"ipBlock": {"cidr": "172.18.0.2/32"}}, {"ipBlock": {"cidr": "fd00:10::1/128"}}],
         "ports": [{"protocol": "TCP", "port": 6443}],
@@ -313,16 +315,23 @@ def test_network_policy(rendered: dict[str, Rendered]) -> None:
         }
     ]
     assert sorted((p["protocol"], p["port"]) for p in dns["ports"]) == [("TCP", 53), ("UDP", 53)]
+    assert falco_metrics == {  # each Falco pod's metrics: which rules it loaded (condition Delivered)
+        "to": [{
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "falco"}},
+            "podSelector": {"matchLabels": {"app.kubernetes.io/name": "falco"}},
+        }],
+        "ports": [{"protocol": "TCP", "port": 8765}],
+    }  # fmt: skip
     assert extra == NETWORK_POLICY["extraEgress"][0]
     assert "WARNING" not in r.notes
 
     no_dns = rendered["network-policy-no-dns"].one("NetworkPolicy")["spec"]["egress"]
-    assert len(no_dns) == 3 and all("ipBlock" in e["to"][0] for e in no_dns)
+    assert len(no_dns) == 4 and all("ipBlock" in e["to"][0] for e in no_dns[:3])
 
 
 def test_network_policy_without_misp_warns() -> None:
     r = render({"networkPolicy": {"enabled": True, "apiServer": {"cidrs": ["10.0.0.1/32"]}}})
-    assert len(r.one("NetworkPolicy")["spec"]["egress"]) == 2  # API server and DNS
+    assert len(r.one("NetworkPolicy")["spec"]["egress"]) == 3  # API server, DNS, Falco's metrics
     assert "networkPolicy.misp is empty" in r.notes
 
 

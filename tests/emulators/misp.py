@@ -10,6 +10,9 @@ What it serves (everything JSON is shaped after MISP 2.5, see ``<shared>/referen
   ``/servers/getPyMISPVersion.json``, ``/users/view/me``, ``/attributes/describeTypes.json``;
 * ``POST /attributes/restSearch`` with MISP's filter semantics (see :meth:`MispEmulator.search`);
 * ``POST /sightings/add`` and ``/sightings/add/<attribute id|uuid>``;
+* ``POST /events/index`` (``minimal``: MISP's slim list of every event's id, uuid, timestamp, published);
+* changes as MISP makes them, timestamps included (:meth:`MispEmulator.edit_attribute`, ``delete_attribute``,
+  ``add_attribute``, ``edit_event``, ``publish_event``, ``delete_event``; issue 14);
 * writing events (issue 5): ``POST /events/add``, ``HEAD``/``GET /events/view/<id|uuid>``,
   ``POST /attributes/add/<event id|uuid>`` (one attribute or a list), ``POST /events/publish/<id|uuid>``;
 * a MISP static feed built from the loaded events: ``/feed/manifest.json``, ``/feed/hashes.csv``,
@@ -35,6 +38,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import enum
+import functools
 import hashlib
 import importlib.resources
 import ipaddress
@@ -308,6 +312,7 @@ class MispEmulator:
         self.result_count = True
         self.auth_failure_status = 403  # what MISP answers a wrong, expired or revoked key
         self.large_body_sent: list[int] = []  # LARGE_BODY faults: bytes written per answer, until the client left
+        self.clock: Callable[[], float] = time.time  # "now" of the changes below (add_attribute, edit_event...)
 
         self._lock = threading.RLock()
         self._stopping = threading.Event()
@@ -332,6 +337,7 @@ class MispEmulator:
         self._describe_types: dict[str, Any] | None = None
         self._data_version = 0  # bumped on every data change; keys the search cache
         self._search_cache: dict[str, tuple[int, list[_StoredAttribute]]] = {}
+        self._stamps: dict[str, int] = {}  # event uuid -> the newest timestamp it ever had (kept by clear())
 
         for event in events:
             self.add_event(event)
@@ -406,6 +412,9 @@ class MispEmulator:
     def add_event(self, event: Mapping[str, Any]) -> None:
         """Add (or replace, by uuid) one event: ``{"Event": {...}}`` or the bare event dict.
 
+        An event added again (replaced, or after :meth:`clear`) is stamped newer than before (now, or one second after
+        its last timestamp), as MISP does.
+
         Events in feed form (no numeric ids) get ids assigned; ids that collide with another event's
         are replaced. Attributes of the event's Objects are stored too: MISP's attribute restSearch
         returns object attributes as well.
@@ -415,8 +424,14 @@ class MispEmulator:
         raw["uuid"] = event_uuid
         with self._lock:
             self._data_version += 1
+            last = self._stamps.get(event_uuid)
+            if last is not None and (_as_int(raw.get("timestamp"), "timestamp") or 0) <= last:
+                # MISP saves a changed event with a newer timestamp (an edit stamps it now; a sync refuses an
+                # event that is not newer than the stored one): replacing (or re-adding) one here does the same.
+                raw["timestamp"] = str(max(last + 1, self._now()))
             self._remove_event(event_uuid)
             normalised = self._normalise_event(raw)
+            self._stamps[event_uuid] = int(normalised["timestamp"])
             self._events[event_uuid] = normalised
             self._raw_events[event_uuid] = raw
             for attribute in raw.get("Attribute") or []:
@@ -471,6 +486,103 @@ class MispEmulator:
 
     def restsearch_requests(self) -> list[RecordedRequest]:
         return [r for r in list(self.requests) if r.path.startswith("/attributes/restSearch")]
+
+    # ------------------------------------------------------------------------- changes, as MISP makes them
+    # What MISP 2.5 does to timestamps (Attribute::beforeSave, Event::unpublishEvent, Event::publish): saving an
+    # attribute (add, edit, soft delete, tag change) sets its `timestamp` and its event's `timestamp` to now; an
+    # event edit (tags, threat level, info) sets the event's `timestamp`; publishing sets `published` and
+    # `publish_timestamp` only; unpublishing sets `published` only; deleting an event removes it and its attributes
+    # (MISP deletes events for good). `clock` is "now" for these (tests pass a counter).
+
+    def _now(self) -> int:
+        return int(self.clock())
+
+    def _stored_by_uuid(self, attribute_uuid: str) -> _StoredAttribute:
+        for stored in self._attributes.values():
+            if stored.attribute["uuid"] == attribute_uuid:
+                return stored
+        raise KeyError(attribute_uuid)
+
+    def _touch(self, event: dict[str, Any], now: int) -> None:
+        now = max(now, self._stamps.get(event["uuid"], 0))  # an event's timestamp never goes back
+        event["timestamp"] = str(now)
+        self._stamps[event["uuid"]] = now
+        self._raw_events[event["uuid"]]["timestamp"] = str(now)
+        self._data_version += 1
+
+    def add_attribute(self, event_uuid: str, attribute: Mapping[str, Any]) -> str:
+        """Add one attribute to an event (``/attributes/add``); returns its uuid."""
+        with self._lock:
+            now = self._now()
+            event = self._events[event_uuid]
+            raw = {**attribute, "timestamp": str(now)}
+            raw.setdefault("uuid", str(uuidlib.uuid4()))
+            self._store_attribute(raw, event, None)
+            self._raw_events[event_uuid].setdefault("Attribute", []).append(copy.deepcopy(raw))
+            self._touch(event, now)
+            return str(raw["uuid"])
+
+    def edit_attribute(self, attribute_uuid: str, **changes: Any) -> None:
+        """Change an attribute's fields (``value``, ``type``, ``to_ids``, ``category``; ``Tag``: its tags) and
+        save it (``/attributes/edit``, ``/attributes/addTag``, ``/attributes/removeTag``)."""
+        with self._lock:
+            now = self._now()
+            stored = self._stored_by_uuid(attribute_uuid)
+            tags = changes.pop("Tag", None)
+            if tags is not None:
+                stored.tags = [self._tag(t) for t in tags]
+            for key, value in changes.items():
+                stored.attribute[key] = _to_bool(value) if key in ("to_ids", "deleted") else str(value)
+            stored.attribute["timestamp"] = str(now)
+            self._touch(stored.event, now)
+
+    def delete_attribute(self, attribute_uuid: str) -> None:
+        """Soft-delete an attribute (``/attributes/delete``): ``deleted`` true, timestamp now."""
+        self.edit_attribute(attribute_uuid, deleted=True)
+
+    def edit_event(self, event_uuid: str, **changes: Any) -> None:
+        """Change an event's ``threat_level_id``, ``info`` or tags (``Tag``) (``/events/edit``, ``/events/addTag``)."""
+        with self._lock:
+            now = self._now()
+            event = self._events[event_uuid]
+            tags = changes.pop("Tag", None)
+            if tags is not None:
+                event["Tag"] = [self._tag(t) for t in tags]
+            for key, value in changes.items():
+                event[key] = str(value)
+            self._touch(event, now)
+
+    def publish_event(self, event_uuid: str, published: bool = True) -> None:
+        """``/events/publish`` (``published``, ``publish_timestamp`` now) or ``/events/unpublish``."""
+        with self._lock:
+            event = self._events[event_uuid]
+            event["published"] = published
+            if published:
+                event["publish_timestamp"] = str(self._now())
+            self._data_version += 1
+
+    def delete_event(self, event_uuid: str) -> None:
+        """``/events/delete``: the event and its attributes are gone."""
+        with self._lock:
+            self._data_version += 1
+            self._remove_event(event_uuid)
+
+    def event_index(self, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """``/events/index``: every event's metadata, by ascending id; ``minimal`` gives MISP's slim form
+        (id, timestamp, sighting_timestamp, published, uuid, orgc_uuid); ``limit``/``page`` page it."""
+        with self._lock:
+            events = sorted(self._events.values(), key=lambda e: int(e["id"]))
+            limit = _as_int(params.get("limit"), "limit")
+            if limit:
+                page = max(_as_int(params.get("page"), "page") or 1, 1)
+                events = events[(page - 1) * limit : page * limit]
+            if _truthy(params.get("minimal")):
+                return [
+                    {"id": e["id"], "timestamp": e["timestamp"], "sighting_timestamp": "0",
+                     "published": e["published"], "uuid": e["uuid"], "orgc_uuid": e["Orgc"]["uuid"]}
+                    for e in events
+                ]  # fmt: skip
+            return [{k: copy.deepcopy(v) for k, v in e.items()} for e in events]
 
     # ------------------------------------------------------------------------------- normalisation
 
@@ -1188,6 +1300,8 @@ class MispEmulator:
             return _json_response(200, {"result": self._describe_types_result()})
         if method == "POST" and endpoint in {"/attributes/restSearch", "/attributes/restSearch/json"}:
             return self._route_search(request)
+        if method == "POST" and endpoint == "/events/index":
+            return _json_response(200, self.event_index(request.json or {}))
         if method == "POST" and (endpoint == "/sightings/add" or endpoint.startswith("/sightings/add/")):
             ref = endpoint.removeprefix("/sightings/add").strip("/") or None
             return self._add_sighting(request.json or {}, ref)
@@ -1405,7 +1519,7 @@ def _feed_attribute(raw: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _is_data_path(path: str) -> bool:
-    return path.startswith(("/attributes/restSearch", "/feed/", "/text/"))
+    return path.startswith(("/attributes/restSearch", "/events/index", "/feed/", "/text/"))
 
 
 # ---------------------------------------------------------------------------------------- filters
@@ -1465,10 +1579,15 @@ def _split_filter(raw: Any) -> tuple[list[Any], list[Any], list[Any]]:
     return any_of, none_of, []
 
 
+@functools.lru_cache(maxsize=1024)
+def _like_regex(pattern: str) -> re.Pattern[str]:
+    regex = "".join(".*" if c == "%" else "." if c == "_" else re.escape(c) for c in pattern)
+    return re.compile(regex, flags=re.IGNORECASE | re.DOTALL)
+
+
 def _sql_like(pattern: str, text: str) -> bool:
     """SQL LIKE, case-insensitive: % is any run of characters, _ is one character."""
-    regex = "".join(".*" if c == "%" else "." if c == "_" else re.escape(c) for c in pattern)
-    return re.fullmatch(regex, text, flags=re.IGNORECASE | re.DOTALL) is not None
+    return _like_regex(pattern).fullmatch(text) is not None
 
 
 def _generic_match(pattern: Any, text: str) -> bool:

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from pathlib import Path
 
 import pytest
 
-from falco_misp.feed.model import Feed
+from falco_misp.feed.model import Direction, Feed
 from falco_misp.feed.parse import parse_feed
+from falco_misp.indicators.builder import IndicatorSet
 from falco_misp.pipeline import render_attributes
+from falco_misp.rendering.shards import render_rules
 from falco_misp.sources.attributes import attributes_from_document
 from helpers import REPO, feed
 from rulecheck import drop_ipv6_networks, expand, falco_shape_errors, load, sysdig_compile
 
 pytestmark = pytest.mark.sysdig
 
+OUT, IN = Direction.OUTBOUND, Direction.INBOUND
 ALL_TYPES = ["ip-src", "ip-dst", "ip-src|port", "ip-dst|port", "domain", "hostname", "domain|ip"]
 
 
@@ -117,3 +121,27 @@ def test_same_named_feeds_of_two_namespaces_compile_together_and_keep_their_item
         assert rule.startswith(f"misp_{team}_intel_0 ")
         own, other = expected[team], expected["team_b" if team == "team_a" else "team_a"]
         assert any(v in condition for v in own) and not any(v in condition for v in other), rule
+
+
+def test_guarded_network_tries_compile_in_both_directions() -> None:
+    """A trie several levels deep (300 networks per direction, IPv4 and IPv6) compiles as Falco would expand it;
+    sysdig 0.29 cannot read IPv6 CIDRs, so those values get an IPv4 stand-in and the structure still compiles."""
+    v4 = tuple(str(ipaddress.IPv4Network((int(ipaddress.IPv4Address("45.0.0.0")) + 65536 * i * 37, 24)))
+               for i in range(300))  # fmt: skip
+    v6 = tuple(str(ipaddress.IPv6Network((int(ipaddress.IPv6Address("2a00::")) + (i << 90), 48))) for i in range(80))
+    nets = v4 + v6
+    ind = IndicatorSet(addresses={OUT: ("8.8.4.4",), IN: ("9.9.9.9",)}, networks={OUT: nets, IN: nets})
+    (shard,) = render_rules(feed(name="tries"), ind).shards
+    docs = load(shard.content)
+    assert falco_shape_errors(docs) == []
+    macros = {d["macro"]: d["condition"] for d in docs if "macro" in d}
+    assert macros["misp_ns_tries_0_outbound_networks"].count(" and") >= 8  # guards, several levels
+    assert "fd.cnet in (" in macros["misp_ns_tries_0_inbound_networks"]
+    assert all("fd.snet" not in c for n, c in macros.items() if "inbound" in n)
+    rules = expand(drop_ipv6_networks(docs))
+    assert len(rules) == 4
+    for rule, condition in rules.items():
+        assert sysdig_compile(condition) is None, rule
+    # the stand-in is what lets it compile: the IPv6 CIDRs as rendered do not (sysdig 0.29)
+    raw = expand(docs)["misp_ns_tries_0 outbound connection to a listed network"]
+    assert sysdig_compile(raw) is not None

@@ -47,6 +47,7 @@ EXPECTED_CALLS = frozenset({
     ("list", "configmaps"),
     ("create", "configmaps"),
     ("patch", "configmaps"),
+    ("list", "pods"),  # the Falco pods of the target DaemonSet: which rules each loaded (Delivered)
     ("delete", "configmaps"),
     ("get", "apps/daemonsets"),
     ("list", "apps/daemonsets"),
@@ -186,9 +187,17 @@ def secret_body(name: str, namespace: str, value: str) -> dict[str, Any]:
 
 
 def daemonset_body(
-    name: str = "falco", namespace: str = "falco", labels: dict[str, str] | None = None
+    name: str = "falco", namespace: str = "falco", labels: dict[str, str] | None = None, mounts: tuple[str, ...] = ()
 ) -> dict[str, Any]:
+    """A Falco DaemonSet; ``mounts``: ConfigMap prefixes whose shards 0..15 it mounts (one projected volume at
+    /etc/falco/rules.d, as the falcosecurity chart values in examples/ do)."""
     labels = labels or {"app.kubernetes.io/name": "falco", "app.kubernetes.io/instance": "falco"}
+    sources = [{"configMap": {"name": f"{p}-{i}", "optional": True}} for p in mounts for i in range(16)]
+    container: dict[str, Any] = {"name": "falco", "image": "falcosecurity/falco:0.44.1"}
+    volumes = []
+    if sources:
+        volumes = [{"name": "misp-rules", "projected": {"sources": sources}}]
+        container["volumeMounts"] = [{"name": "misp-rules", "mountPath": "/etc/falco/rules.d", "readOnly": True}]
     return {
         "apiVersion": "apps/v1",
         "kind": "DaemonSet",
@@ -197,7 +206,7 @@ def daemonset_body(
             "selector": {"matchLabels": labels},
             "template": {
                 "metadata": {"labels": labels, "annotations": {"checksum/rules": "abc"}},
-                "spec": {"containers": [{"name": "falco", "image": "falcosecurity/falco:0.44.1"}]},
+                "spec": {"containers": [container], "volumes": volumes},
             },
         },
     }

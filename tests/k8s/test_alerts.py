@@ -60,7 +60,7 @@ async def test_alert_to_sighting_and_kubernetes_event(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     misp.add_event(misp_event(1, ip_attrs(["45.0.0.7", "45.0.0.8"]), info="APT-X infrastructure", tags=("tlp:green",)))
-    await create(kmock, daemonset_body())
+    await create(kmock, daemonset_body(mounts=("misp-security-intel",)))
     await create(kmock, secret_body("misp-auth", "security", misp.api_key))
     reporter = Reporter(ReporterConfig(cluster="e2e"))
     intake = AlertIntake(IntakeConfig(port=0, address="127.0.0.1", token=TOKEN), reporter.receive)
@@ -112,7 +112,7 @@ async def test_a_rejected_key_is_said_in_the_feed_status_until_a_sync_brings_a_w
     kmock: kmock.KubernetesEmulator, misp: MispEmulator, clock: FakeClock
 ) -> None:
     misp.add_event(misp_event(1, ip_attrs(["45.0.0.7"])))
-    await create(kmock, daemonset_body())
+    await create(kmock, daemonset_body(mounts=("misp-security-intel",)))
     await create(kmock, secret_body("misp-auth", "security", misp.api_key))
     reporter = Reporter(ReporterConfig(cluster="e2e"))
     intake = AlertIntake(IntakeConfig(port=0, address="127.0.0.1", token=TOKEN), reporter.receive)

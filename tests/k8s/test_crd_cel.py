@@ -132,6 +132,9 @@ FAILING: dict[tuple[str, int], list[tuple[dict[str, Any], str]]] = {
     (".spec.refresh.interval", 0): [
         (doc({"refresh": {"interval": v}}), ".spec.refresh.interval") for v in ("59s", "1s", "001s")
     ],
+    (".spec.refresh.fullInterval", 0): [
+        (doc({"refresh": {"fullInterval": v}}), ".spec.refresh.fullInterval") for v in ("59s", "1s")
+    ],
     (".spec.reporting.sightings.dedupWindow", 0): [
         (doc({"source": MISP, "reporting": {"sightings": {"dedupWindow": v}}}), ".spec.reporting.sightings.dedupWindow")
         for v in ("59s", "31d", "5w")

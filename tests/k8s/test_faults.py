@@ -53,7 +53,7 @@ async def test_ready_describes_the_current_generation(
     kmock: kmock.KubernetesEmulator, misp: MispEmulator, clock: FakeClock
 ) -> None:
     misp.add_event(misp_event(1, ip_attrs(ips(6))))
-    await create(kmock, daemonset_body())
+    await create(kmock, daemonset_body(mounts=("misp-sec-intel", "misp-taken")))
     await create(kmock, secret_body("misp-auth", "sec", misp.api_key))
 
     async with running_operator(kmock, clock):
@@ -97,7 +97,7 @@ async def test_a_conflict_waits_for_the_object_in_the_way(
     kmock: kmock.KubernetesEmulator, misp: MispEmulator, clock: FakeClock
 ) -> None:
     misp.add_event(misp_event(1, ip_attrs(ips(3))))
-    await create(kmock, daemonset_body())
+    await create(kmock, daemonset_body(mounts=("misp-sec-intel", "misp-taken")))
     await create(kmock, secret_body("misp-auth", "sec", misp.api_key))
     await create(kmock, configmap_body("misp-taken-0", "falco"))  # someone else's, with the name the feed wants
 
@@ -141,7 +141,7 @@ async def test_metrics_count_syncs_not_rollout_ticks_and_forget_deleted_feeds(
 
     async with running_operator(kmock, clock, memo={"metrics": metrics}):
         # No Falco DaemonSet: the rules are written, the rollout stays pending and every tick tries it again.
-        await create(kmock, feed_body("intel", "sec", misp_spec(misp)))
+        await create(kmock, feed_body("intel", "sec", misp_spec(misp, falco={"rollout": "Restart"})))
         await eventually(
             lambda: cond(status_of(kmock, "sec", "intel"), "Degraded").get("reason") == "DaemonSetNotFound"
         )
@@ -152,7 +152,7 @@ async def test_metrics_count_syncs_not_rollout_ticks_and_forget_deleted_feeds(
         assert 'falco_misp_indicators{feed="sec/intel",kind="outbound_addresses"} 4.0' in out
 
         # Falco appears: the pending rollout is counted as a rollout, still one sync.
-        await create(kmock, daemonset_body())
+        await create(kmock, daemonset_body(mounts=("misp-sec-intel",)))
         await eventually(lambda: 'falco_misp_rollouts_total{feed="sec/intel"} 1.0' in text(), what="rollout counted")
         assert 'falco_misp_sync_duration_seconds_count{feed="sec/intel"} 1.0' in text()
 
@@ -165,7 +165,7 @@ async def test_reporting_without_the_alert_endpoint_is_said(
     kmock: kmock.KubernetesEmulator, misp: MispEmulator, clock: FakeClock
 ) -> None:
     misp.add_event(misp_event(1, ip_attrs(ips(2))))
-    await create(kmock, daemonset_body())
+    await create(kmock, daemonset_body(mounts=("misp-sec-intel", "misp-taken")))
     await create(kmock, secret_body("misp-auth", "sec", misp.api_key))
 
     async with running_operator(kmock, clock):  # no memo["intake"]: started without --alerts-port
@@ -191,7 +191,7 @@ async def test_unbounded_answers_fail_the_fetch_and_keep_the_rules(
     kmock: kmock.KubernetesEmulator, misp: MispEmulator, clock: FakeClock
 ) -> None:
     misp.add_event(misp_event(1, ip_attrs(ips(30))))
-    await create(kmock, daemonset_body())
+    await create(kmock, daemonset_body(mounts=("misp-sec-intel", "misp-taken")))
     await create(kmock, secret_body("misp-auth", "sec", misp.api_key))
 
     async with running_operator(kmock, clock, tuning={"max_response_bytes": 64 * 1024}):
@@ -202,6 +202,8 @@ async def test_unbounded_answers_fail_the_fetch_and_keep_the_rules(
         applied = configmaps(kmock, "falco")[status["configMaps"][0]]
 
         misp.paging = Paging.IGNORE  # every page holds every match: paged forever before
+        # an unchanged MISP is not paged again (issue 14: its event index says nothing changed): change an event
+        misp.add_event(misp_event(1, ip_attrs(ips(30))))
         clock.advance(hours=2)
         degraded = await eventually(
             lambda: (c := cond(status_of(kmock, "sec", "intel"), "Degraded")).get("status") == "True" and c
@@ -225,7 +227,7 @@ async def test_more_indicators_than_fit_keep_the_newest_and_say_how_many_were_le
 ) -> None:
     misp.add_event(misp_event(1, ip_attrs(ips(2000)), publish_timestamp=1_700_000_000))
     misp.add_event(misp_event(2, ip_attrs(ips(500, second=100)), publish_timestamp=1_700_000_100))  # newest
-    await create(kmock, daemonset_body())
+    await create(kmock, daemonset_body(mounts=("misp-sec-intel", "misp-taken")))
     await create(kmock, secret_body("misp-auth", "sec", misp.api_key))
 
     async with running_operator(kmock, clock):

@@ -126,15 +126,23 @@ async def scenario(
     for namespace in (*FEED_NAMESPACES, FALCO_NAMESPACE):
         resp = await emulator.post("/api/v1/namespaces", json={"metadata": {"name": namespace}})
         assert resp.status == 200, await resp.text()
-    await create(emulator, daemonset_body(namespace=FALCO_NAMESPACE))
+    await create(
+        emulator, daemonset_body(namespace=FALCO_NAMESPACE, mounts=("misp-security-named", "misp-team-b-intel"))
+    )
     for namespace in FEED_NAMESPACES:
         await create(emulator, secret_body(SECRET, namespace, misp.api_key))
     mark = request_count(emulator)
 
     async with running_operator(emulator, clock, namespaces=namespaces):
         # One feed rolls the DaemonSet it names (get), the other finds it by label selector (list).
-        named = misp_spec(misp, SECRET, falco={"namespace": FALCO_NAMESPACE, "daemonSet": "falco"})
-        selected = misp_spec(misp, SECRET, falco={"namespace": FALCO_NAMESPACE, "configMapPrefix": "misp-team-b-intel"})
+        named = misp_spec(
+            misp, SECRET, falco={"namespace": FALCO_NAMESPACE, "daemonSet": "falco", "rollout": "Restart"}
+        )
+        selected = misp_spec(
+            misp,
+            SECRET,
+            falco={"namespace": FALCO_NAMESPACE, "configMapPrefix": "misp-team-b-intel", "rollout": "Restart"},
+        )
         await create(emulator, feed_body("named", "security", named))
         await create(emulator, feed_body("selected", "team-b", selected))
         feeds = (("security", "named"), ("team-b", "selected"))
@@ -186,8 +194,9 @@ def check_rbac(calls: set[Call], values: dict[str, Any]) -> list[Grant]:
     assert denied == [], "calls the chart's RBAC would refuse"
     assert unused_grants(granted, calls) == [], "grants no call used"
     # Falco's namespace only ever sees ConfigMap and DaemonSet calls, and only there are they granted.
-    assert {c.resource for c in calls if c.namespace == FALCO_NAMESPACE} == {"configmaps", "apps/daemonsets"}
-    assert {g.namespace for g in granted if g.resource in ("configmaps", "apps/daemonsets")} == {FALCO_NAMESPACE}
+    assert {c.resource for c in calls if c.namespace == FALCO_NAMESPACE} == {"configmaps", "apps/daemonsets", "pods"}
+    falco_side = ("configmaps", "apps/daemonsets", "pods")
+    assert {g.namespace for g in granted if g.resource in falco_side} == {FALCO_NAMESPACE}
     # A cluster-wide grant must be justified by a cluster-wide call or by calls in the feeds' namespaces.
     for grant in (g for g in granted if g.namespace is None):
         assert any(

@@ -36,7 +36,7 @@ async def http_get(port: int, path: str) -> bytes:
 
 async def test_run_command(kmock: kmock.KubernetesEmulator, misp: MispEmulator, tmp_path: Path) -> None:
     misp.texts["ipsum.txt"] = "".join(f"{ip}\t5\n" for ip in ips(3))
-    await create(kmock, daemonset_body())
+    await create(kmock, daemonset_body(mounts=("misp-falco-ipsum",)))
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text(
         json.dumps(
@@ -62,7 +62,7 @@ async def test_run_command(kmock: kmock.KubernetesEmulator, misp: MispEmulator, 
     try:
         spec = {
             "source": {"text": {"url": f"{misp.url}/text/ipsum.txt", "minScore": 3}},
-            "falco": {"namespace": "falco"},
+            "falco": {"namespace": "falco", "rollout": "Restart"},  # the metrics count one rollout
         }
         await create(kmock, feed_body("ipsum", "falco", spec))
         await eventually(

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import base64
 import logging
+from typing import Any
 
 import kmock
+import kubetest
 import pytest
 import yaml
 from kubetest import (
@@ -28,7 +30,6 @@ from kubetest import (
     feed_body,
     ip_attrs,
     ips,
-    misp_spec,
     request_count,
     running_operator,
     secret_body,
@@ -42,6 +43,12 @@ from falco_misp.delivery.rollout import rollout_annotation_key
 from helpers import misp_event
 
 pytestmark = OPERATOR_TEST
+
+
+def misp_spec(misp: MispEmulator, secret: str = "misp-auth", **sections: Any) -> dict[str, Any]:
+    """These scenarios test the Restart rollout (one DaemonSet patch per change); HotReload: test_delivery.py."""
+    falco = {"rollout": "Restart", **sections.pop("falco", {})}
+    return kubetest.misp_spec(misp, secret, falco=falco, **sections)
 
 
 def rule_items(cm: dict) -> list[str]:
@@ -59,7 +66,7 @@ async def test_apply_change_resync_and_secret_change(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     misp.add_event(misp_event(1, ip_attrs(ips(5))))
-    await create(kmock, daemonset_body())
+    await create(kmock, daemonset_body(mounts=("misp-security-intel",)))
     await create(kmock, configmap_body("falco-rules", "falco"))  # the chart's own rules: never touched
     await create(kmock, secret_body("misp-auth", "security", misp.api_key))
     key = rollout_annotation_key("security", "intel")
@@ -111,15 +118,17 @@ async def test_apply_change_resync_and_secret_change(
         changed = writes(kmock, mark)
         assert changed == ["PATCH configmaps falco/misp-security-intel-0", "PATCH daemonsets falco/falco"]
 
-        # A resync with unchanged data: MISP is asked again, nothing is written.
+        # A resync with unchanged data: MISP is asked one small question (its event index: issue 14), nothing is
+        # written.
         mark = request_count(kmock)
-        searches = len(misp.restsearch_requests())
+        asked = len(misp.requests)
         attempt = clock.advance(hours=2)
         await eventually(
             lambda: status_of(kmock, "security", "intel")["lastAttempt"] == attempt.strftime("%Y-%m-%dT%H:%M:%SZ"),
             what="resync",
         )
-        assert len(misp.restsearch_requests()) > searches
+        data = [r.path for r in misp.requests[asked:] if r.path.startswith(("/attributes/restSearch", "/events/"))]
+        assert data == ["/events/index"]
         assert writes(kmock, mark) == []
 
         # A new key in the Secret triggers a sync (the Secret is read each tick) without waiting for refresh.
@@ -148,7 +157,7 @@ async def test_source_failures_keep_the_rules(
     kmock: kmock.KubernetesEmulator, misp: MispEmulator, clock: FakeClock
 ) -> None:
     misp.add_event(misp_event(1, ip_attrs(ips(20))))
-    await create(kmock, daemonset_body())
+    await create(kmock, daemonset_body(mounts=("misp-falco-intel",)))
     await create(kmock, secret_body("misp-auth", "falco", misp.api_key))
 
     async with running_operator(kmock, clock):
@@ -211,7 +220,7 @@ async def test_drop_held_back_then_prune_then_delete(
 ) -> None:
     misp.add_event(misp_event(1, ip_attrs(ips(2000)), org="Big"))
     misp.add_event(misp_event(2, ip_attrs(ips(3, second=50)), org="Small"))
-    await create(kmock, daemonset_body())
+    await create(kmock, daemonset_body(mounts=("misp-falco-big", "misp-team-b-small")))
     await create(kmock, configmap_body("misp-falco-big-9", "falco"))  # same prefix, not ours: never touched
     await create(kmock, secret_body("misp-auth", "falco", misp.api_key))
     await create(kmock, secret_body("misp-auth", "team-b", misp.api_key))
@@ -221,18 +230,14 @@ async def test_drop_held_back_then_prune_then_delete(
     async with running_operator(kmock, clock):
         await create(kmock, feed_body("big", "falco", big_spec))
         await create(kmock, feed_body("small", "team-b", misp_spec(misp, filters={"orgs": ["Small"]})))
-        await eventually(
-            lambda: status_of(kmock, "falco", "big").get("configMaps") == [f"misp-falco-big-{i}" for i in range(3)]
+        # 2000 addresses need several 16 KiB shards (how many depends on the rules' encoding)
+        big_shards = await eventually(
+            lambda: len(names := status_of(kmock, "falco", "big").get("configMaps") or []) >= 2 and names
         )
+        assert big_shards == [f"misp-falco-big-{i}" for i in range(len(big_shards))]
         await eventually(lambda: status_of(kmock, "team-b", "small").get("configMaps") == ["misp-team-b-small-0"])
         before = configmaps(kmock, "falco")
-        assert {
-            "misp-falco-big-0",
-            "misp-falco-big-1",
-            "misp-falco-big-2",
-            "misp-falco-big-9",
-            "misp-team-b-small-0",
-        } <= set(before)
+        assert {*big_shards, "misp-falco-big-9", "misp-team-b-small-0"} <= set(before)
         annotations = pod_annotations(kmock)
         assert annotations[big_key] == status_of(kmock, "falco", "big")["rulesHash"]  # one key per feed
         assert annotations[small_key] == status_of(kmock, "team-b", "small")["rulesHash"]
@@ -257,7 +262,7 @@ async def test_drop_held_back_then_prune_then_delete(
         assert writes(kmock, mark) == []
         assert configmaps(kmock, "falco") == before
 
-        # The user accepts the drop by raising the limit (a spec change): 3 shards shrink to 1, surplus pruned.
+        # The user accepts the drop by raising the limit (a spec change): the shards shrink to 1, surplus pruned.
         mark = request_count(kmock)
         resp = await kmock.patch(
             "/apis/falco-misp.io/v1alpha1/namespaces/falco/mispfeeds/big",
@@ -270,13 +275,12 @@ async def test_drop_held_back_then_prune_then_delete(
         assert status["configMaps"] == ["misp-falco-big-0"]
         assert cond(status, "Degraded")["status"] == "False"
         after = configmaps(kmock, "falco")
-        assert {"misp-falco-big-1", "misp-falco-big-2"}.isdisjoint(after)
+        assert set(big_shards[1:]).isdisjoint(after)
         assert sorted(rule_items(after["misp-falco-big-0"])) == sorted(ips(300))
         assert after["misp-falco-big-9"] == before["misp-falco-big-9"]
         assert after["misp-team-b-small-0"] == before["misp-team-b-small-0"]
         assert sorted(writes(kmock, mark)) == [
-            "DELETE configmaps falco/misp-falco-big-1",
-            "DELETE configmaps falco/misp-falco-big-2",
+            *(f"DELETE configmaps falco/{name}" for name in big_shards[1:]),
             "PATCH configmaps falco/misp-falco-big-0",
             "PATCH daemonsets falco/falco",
         ]
@@ -297,7 +301,7 @@ async def test_invalid_spec_missing_daemonset_rollout_modes(
 ) -> None:
     misp.add_event(misp_event(1, ip_attrs(ips(4)), org="A"))
     misp.add_event(misp_event(2, ip_attrs(ips(4, second=20)), org="B"))
-    await create(kmock, daemonset_body())
+    await create(kmock, daemonset_body(mounts=("misp-hot", "misp-feeds-slow", "misp-taken")))
     await create(kmock, secret_body("misp-auth", "feeds", misp.api_key))
 
     async with running_operator(kmock, clock):
@@ -341,14 +345,17 @@ async def test_invalid_spec_missing_daemonset_rollout_modes(
         await eventually(lambda: "rulesHash" in status_of(kmock, "feeds", "hot"))
         await eventually(lambda: "rulesHash" in status_of(kmock, "feeds", "slow"))
         assert "misp-hot-0" in configmaps(kmock, "falco")
-        assert status_of(kmock, "feeds", "hot")["rollout"] == {"mode": "HotReload", "pending": False, "daemonSets": []}
+        hot = status_of(kmock, "feeds", "hot")
+        assert hot["rollout"] == {
+            "mode": "HotReload", "pending": False, "daemonSets": ["falco"], "hash": hot["rulesHash"]
+        }  # fmt: skip
         slow_key = rollout_annotation_key("feeds", "slow")
         first = status_of(kmock, "feeds", "slow")["rulesHash"]
         assert pod_annotations(kmock)[slow_key] == first
         assert not any(k.endswith("feeds.hot") for k in pod_annotations(kmock))
 
         # Falco appears in falco-b: the pending rollout happens on a timer tick, Degraded clears.
-        await create(kmock, daemonset_body(namespace="falco-b"))
+        await create(kmock, daemonset_body(namespace="falco-b", mounts=("misp-feeds-nods", "misp-feeds-slow")))
         status = await eventually(
             lambda: (s := status_of(kmock, "feeds", "nods")) and not s["rollout"]["pending"] and s, what="rolled"
         )

@@ -8,6 +8,7 @@ Events, metrics and ``kopf.TemporaryError``/``kopf.PermanentError`` (STYLE.md #6
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -19,6 +20,7 @@ import kopf
 
 from falco_misp.backoff import retry_delay
 from falco_misp.conditions import status_patch
+from falco_misp.controller.confirm import check_delivery, delivery_due
 from falco_misp.controller.sync import (
     Failure,
     FeedObject,
@@ -32,6 +34,7 @@ from falco_misp.controller.ticks import TickAction, tick_action
 from falco_misp.delivery.kube import KubeClient
 from falco_misp.live.follower import LiveTuning
 from falco_misp.metrics import Metrics
+from falco_misp.pipeline import IncrementalRefresh
 from falco_misp.reporting.matching import with_uid
 from falco_misp.reporting.sightings import Reporter
 from falco_misp.sources.locations import DEFAULT_MAX_RESPONSE_BYTES
@@ -59,6 +62,9 @@ class Tuning:
     """Timing of the ZeroMQ subscribers (``spec.source.misp.zmq``)."""
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
     """The largest answer read from a source (``--max-response-bytes``)."""
+    delivery_recheck_seconds: float = 300.0
+    """How often Falco pods that run the current rules are checked again (new nodes, restarted pods); pods that do
+    not yet are checked on every tick."""
 
 
 class FeedState:
@@ -75,6 +81,8 @@ class FeedState:
         """Digest of the Secret values the last sync used."""
         self.sync_started: float | None = None
         """When (``time.monotonic()``) the latest sync began: it saw every MISP change made before (live updates)."""
+        self.incremental = IncrementalRefresh()
+        """What the last MISP fetch saw, so the next asks only for changes (issue 14); lost on restart: full fetch."""
 
 
 def feed_state(memo: kopf.Memo) -> FeedState:
@@ -145,12 +153,28 @@ def tick_step(body: kopf.Body, memo: kopf.Memo, state: FeedState, tuning: Tuning
     elif action is TickAction.ROLLOUT:
         outcome = rollout_feed(kube, obj, now)
         state.fingerprint = fingerprint
-    elif reporter_of(memo) is not None:  # between syncs: MISP may have begun (or stopped) refusing the reports' key
-        outcome = refresh_reporting(obj, now, sync_options(memo, body, tuning))
+    else:  # between syncs: is every Falco pod running the rules? Does MISP refuse the reports' key?
+        outcome = _between_syncs(memo, body, obj, now, tuning=tuning)
     if outcome is None:
         return None
     state.status = dict(outcome.status)
     return TickStep(before, outcome, time.monotonic() - started)
+
+
+def _between_syncs(
+    memo: kopf.Memo, body: kopf.Body, obj: FeedObject, now: datetime, *, tuning: Tuning
+) -> SyncOutcome | None:
+    """A timer step without a sync: the delivery check when due, then the ``Reporting`` condition."""
+    outcome = None
+    if delivery_due(dict(obj.status), now, tuning.delivery_recheck_seconds):
+        outcome = check_delivery(memo["kube"], obj, now)
+    if reporter_of(memo) is not None:
+        current = dataclasses.replace(obj, status=outcome.status) if outcome is not None else obj
+        refreshed = refresh_reporting(current, now, sync_options(memo, body, tuning))
+        if refreshed is not None:
+            notices = outcome.notices if outcome is not None else ()
+            outcome = dataclasses.replace(refreshed, notices=notices + refreshed.notices)
+    return outcome
 
 
 # ------------------------------------------------------------------------- alerts -> MISP sightings (issue 5)
@@ -168,6 +192,7 @@ def sync_options(memo: kopf.Memo, body: kopf.Body, tuning: Tuning) -> SyncOption
         provenance=reporter is not None,
         max_response_bytes=tuning.max_response_bytes,
         key_problem=rejected.message if rejected is not None else None,
+        incremental=feed_state(memo).incremental,
     )
 
 
@@ -208,6 +233,7 @@ def report_outcome(
             metrics.observe_sync(feed_ref(body), outcome.status, reasons, seconds, applied=outcome.applied)
         else:
             metrics.observe_rollout(feed_ref(body), reasons)
+        metrics.observe_delivery(feed_ref(body), outcome.status)
     for key, value in status_patch(before, outcome.status).items():
         patch.status[key] = value
     for notice in outcome.notices:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -32,7 +32,7 @@ from falco_misp.conditions import (
 )
 from falco_misp.controller.secrets import ResolvedSecrets, resolve_secrets
 from falco_misp.controller.status import AppliedRules, applied_fields, applied_total
-from falco_misp.delivery.apply import apply_configmaps, roll_out
+from falco_misp.delivery.apply import apply_configmaps, roll_out, unmounted
 from falco_misp.delivery.guard import check_drop
 from falco_misp.delivery.kube import KubeClient, KubeError
 from falco_misp.delivery.rollout import (
@@ -43,7 +43,7 @@ from falco_misp.delivery.rollout import (
 from falco_misp.errors import RenderError, SourceError, SpecError
 from falco_misp.feed.model import API_GROUP, API_VERSION, KIND, Feed
 from falco_misp.feed.parse import parse_feed
-from falco_misp.pipeline import fetch_and_render
+from falco_misp.pipeline import IncrementalRefresh, fetch_and_render, refresh_and_render
 from falco_misp.rendering.summary import cidr_warning
 from falco_misp.reporting.index import IndexBuilder
 from falco_misp.reporting.matching import MispTarget, ReportingFeed
@@ -223,6 +223,8 @@ class SyncOptions:
     """The largest answer read from a source (``--max-response-bytes``)."""
     key_problem: str | None = None
     """Why MISP refuses this feed's reports (its API key was rejected), from the sightings reporter; None: fine."""
+    incremental: IncrementalRefresh | None = None
+    """This feed's incremental MISP refresh state, kept by the caller between syncs (issue 14); None: full fetch."""
 
 
 def sync_feed(kube: KubeClient, obj: FeedObject, now: datetime, options: SyncOptions = SyncOptions()) -> SyncOutcome:
@@ -298,7 +300,11 @@ def _sync_parsed(kube: KubeClient, obj: FeedObject, feed: Feed, now: datetime, o
                 max_response_bytes=options.max_response_bytes,
             )
             index = _index_builder(feed, secrets) if options.provenance else None
-            result = fetch_and_render(feed, ctx, observe=index.add if index is not None else None)
+            observe = index.add if index is not None else None
+            if options.incremental is not None:  # only what MISP changed since the last sync (issue 14)
+                result = refresh_and_render(feed, ctx, options.incremental, observe=observe)
+            else:
+                result = fetch_and_render(feed, ctx, observe=observe)
     except SourceError as exc:
         return _failed(
             obj, now, "SourceFailed", f"{exc.reason}: {exc.message}", failure=Failure.TEMPORARY, fingerprint=fingerprint
@@ -322,6 +328,7 @@ def _sync_parsed(kube: KubeClient, obj: FeedObject, feed: Feed, now: datetime, o
         if obj.status.get("falcoNamespace") not in (None, feed.spec.falco.namespace):
             previous = RolloutState(mode=previous.mode)  # another Falco: it never had these rules, roll now
         rolled = roll_out(kube, feed, result.bundle.sha256, previous, now)
+        missing = unmounted(kube, [shard.name for shard in result.bundle.shards], rolled.daemon_sets)
     except KubeError as exc:
         if exc.reason == "ConfigMapConflict" and exc.subject is not None:
             return _conflict(kube, obj, now, exc, fingerprint=fingerprint)
@@ -354,8 +361,9 @@ def _sync_parsed(kube: KubeClient, obj: FeedObject, feed: Feed, now: datetime, o
         )
     notices.extend(rolled.notices)
     ready = Condition(READY, True, "RulesApplied", summary)
-    if rolled.problem is not None:
-        reason, detail = rolled.problem
+    problem = rolled.problem or _mount_problem(feed, missing)
+    if problem is not None:
+        reason, detail = problem
         degraded = Condition(DEGRADED, True, reason, detail)
         notices.append(Notice("Warning", reason, detail))
         message = f"{summary}; {detail}"
@@ -366,6 +374,8 @@ def _sync_parsed(kube: KubeClient, obj: FeedObject, feed: Feed, now: datetime, o
             message += f"; rollout deferred until {format_time(rolled.state.not_before)}"
     updates = applied_fields(applied, obj.generation, now)
     updates["rollout"] = rollout_fields(rolled.state)
+    if plan.writes or not obj.status.get("rulesWrittenAt"):  # the delivery deadline counts from here
+        updates["rulesWrittenAt"] = format_time(now)
     status = _finish(obj, now, ready=ready, degraded=degraded, message=message, updates=updates)
     return SyncOutcome(
         status=status,
@@ -374,6 +384,19 @@ def _sync_parsed(kube: KubeClient, obj: FeedObject, feed: Feed, now: datetime, o
         writes=plan.writes + rolled.writes,
         reporting=_reporting_feed(feed, secrets, index),
         applied=True,
+    )
+
+
+def _mount_problem(feed: Feed, missing: Mapping[str, Sequence[str]]) -> tuple[str, str] | None:
+    """``ShardsNotMounted`` when a Falco DaemonSet cannot load some of the shards just written."""
+    if not missing:
+        return None
+    namespace = feed.spec.falco.namespace
+    where = "; ".join(f"DaemonSet {namespace}/{ds}: {', '.join(names)}" for ds, names in missing.items())
+    return "ShardsNotMounted", (
+        f"Falco cannot load these rules ConfigMaps (not mounted into the falco container, or outside its "
+        f"rules_files): {where}; `falco-misp render --feed FEED --format falco-values` prints the chart values "
+        f"that mount all {feed.spec.falco.max_shards}"
     )
 
 

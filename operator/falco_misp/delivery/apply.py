@@ -7,14 +7,15 @@ DaemonSet when :func:`~falco_misp.delivery.rollout.decide_rollout` says so (``ro
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from falco_misp.conditions import Notice, format_time
 from falco_misp.delivery.configmaps import ConfigMapPlan, build_configmaps, feed_labels, plan_configmaps
-from falco_misp.delivery.kube import KubeClient
+from falco_misp.delivery.confirm import config_maps_at, rules_files_of, unmounted_shards
+from falco_misp.delivery.kube import DaemonSetInfo, KubeClient
 from falco_misp.delivery.rollout import (
     RolloutAction,
     RolloutState,
@@ -64,31 +65,42 @@ def withdraw(
 
 @dataclass(frozen=True)
 class RolloutResult:
+    """What :func:`roll_out` did."""
+
     state: RolloutState
+    """Where the rollout stands now."""
     problem: tuple[str, str] | None = None
+    """(reason, message) for ``Degraded``, e.g. ``DaemonSetNotFound``."""
     notices: tuple[Notice, ...] = ()
+    """Events to post."""
     writes: int = 0
+    """DaemonSets patched."""
+    daemon_sets: tuple[DaemonSetInfo, ...] = ()
+    """The Falco DaemonSets found (their pod templates: mounts and pods)."""
 
 
 def roll_out(kube: KubeClient, feed: Feed, desired_hash: str, previous: RolloutState, now: datetime) -> RolloutResult:
-    """Patch the Falco DaemonSet(s) when the applied hash differs from their annotation (Restart mode)."""
+    """Find the Falco DaemonSet(s) and, with ``rollout: Restart`` only, patch them when the applied hash differs from
+    their annotation. ``HotReload`` never touches them (Falco's ``watch_config_files`` reloads); ``None`` does not
+    look for them."""
     falco = feed.spec.falco
-    if falco.rollout is not Rollout.RESTART:
+    if falco.rollout is Rollout.NONE:
         return RolloutResult(RolloutState(mode=falco.rollout.value))
+    found = tuple(kube.find_daemonsets(falco.namespace, falco.daemon_set, falco.selector))
+    names = tuple(d.name for d in found)
+    if falco.rollout is Rollout.HOT_RELOAD:  # never touched: Falco's watch_config_files reloads (checked by Delivered)
+        state = RolloutState(falco.rollout.value, None, names, desired_hash if found else None)
+        if not found:
+            return RolloutResult(state, ("DaemonSetNotFound", f"{_wanted(feed)} not found: rules are in the "
+                                         "ConfigMaps, Falco loads them once it runs"))  # fmt: skip
+        return RolloutResult(state, daemon_sets=found)
     key = rollout_annotation_key(feed.namespace, feed.name)
-    found = kube.find_daemonsets(falco.namespace, falco.daemon_set, falco.selector)
     if not found:
-        wanted = (
-            f"DaemonSet {falco.namespace}/{falco.daemon_set}"
-            if falco.daemon_set
-            else (f"no DaemonSet matching {falco.selector} in namespace {falco.namespace}")
-        )
         state = RolloutState(
             falco.rollout.value, key, (), previous.hash, previous.last_time, pending=True, not_before=now
         )
-        problem = f"{wanted} not found: rules are in the ConfigMaps, Falco rolls once it appears"
+        problem = f"{_wanted(feed)} not found: rules are in the ConfigMaps, Falco rolls once it appears"
         return RolloutResult(state, ("DaemonSetNotFound", problem))
-    names = tuple(d.name for d in found)
     decision = decide_rollout(
         desired_hash=desired_hash,
         current_hashes=[d.annotations.get(key) for d in found],
@@ -97,14 +109,15 @@ def roll_out(kube: KubeClient, feed: Feed, desired_hash: str, previous: RolloutS
         min_interval_seconds=falco.min_rollout_interval_seconds,
     )
     if decision.action is RolloutAction.UP_TO_DATE:
-        return RolloutResult(RolloutState(falco.rollout.value, key, names, desired_hash, previous.last_time))
+        state = RolloutState(falco.rollout.value, key, names, desired_hash, previous.last_time)
+        return RolloutResult(state, daemon_sets=found)
     if decision.action is RolloutAction.DEFER:
         state = RolloutState(
             falco.rollout.value, key, names, previous.hash, previous.last_time, True, decision.not_before
         )
         when = format_time(decision.not_before) if decision.not_before else "later"
         note = Notice("Normal", "RolloutDeferred", f"rollout deferred until {when} (falco.minRolloutInterval)")
-        return RolloutResult(state, notices=(note,))
+        return RolloutResult(state, notices=(note,), daemon_sets=found)
     patched: list[str] = []
     vanished: list[str] = []
     for ds in found:
@@ -123,4 +136,28 @@ def roll_out(kube: KubeClient, feed: Feed, desired_hash: str, previous: RolloutS
         Notice("Normal", "RolloutTriggered", f"DaemonSet {falco.namespace}/{n}: {key}={desired_hash[:12]}")
         for n in patched
     )
-    return RolloutResult(state, notices=notes, writes=len(patched))
+    return RolloutResult(state, notices=notes, writes=len(patched), daemon_sets=found)
+
+
+def _wanted(feed: Feed) -> str:
+    falco = feed.spec.falco
+    if falco.daemon_set:
+        return f"DaemonSet {falco.namespace}/{falco.daemon_set}"
+    return f"no DaemonSet matching {falco.selector} in namespace {falco.namespace}"
+
+
+def unmounted(kube: KubeClient, shards: Sequence[str], daemon_sets: Sequence[DaemonSetInfo]) -> dict[str, list[str]]:
+    """``DaemonSet name -> shard ConfigMaps`` its Falco cannot load (not mounted, or mounted outside its
+    ``rules_files`` when its falco.yaml is readable); DaemonSets that load every shard are left out."""
+    out: dict[str, list[str]] = {}
+    for ds in daemon_sets:
+        rules_files = None
+        for name in config_maps_at(ds.template):
+            data = kube.configmap_data(ds.namespace, name) or {}
+            rules_files = rules_files_of(data.get("falco.yaml"))
+            if rules_files is not None:
+                break
+        missing = unmounted_shards(shards, ds.template, rules_files)
+        if missing:
+            out[ds.name] = missing
+    return out

@@ -50,6 +50,22 @@ class DaemonSetInfo:
     """Its name."""
     annotations: Mapping[str, str] = field(default_factory=dict)
     """Its pod template's annotations."""
+    match_labels: Mapping[str, str] = field(default_factory=dict)
+    """Its ``spec.selector.matchLabels``: how its pods are found."""
+    template: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    """Its pod template (plain dict, camelCase keys): the volumes and mounts the rules reach Falco through."""
+
+
+@dataclass(frozen=True)
+class PodInfo:
+    """A Falco pod as far as the delivery check cares."""
+
+    name: str
+    """Its name."""
+    ip: str
+    """``status.podIP`` (empty before it has one)."""
+    ready: bool
+    """Its ``Ready`` condition is True."""
 
 
 def _api_error(exc: client.ApiException, what: str) -> KubeError:
@@ -177,11 +193,41 @@ class KubeClient:
         plain = self._plain(obj)
         meta = plain.get("metadata", {})
         template_meta = plain.get("spec", {}).get("template", {}).get("metadata") or {}
+        spec = plain.get("spec", {})
         return DaemonSetInfo(
             namespace=str(meta.get("namespace", "")),
             name=str(meta.get("name", "")),
             annotations=dict(template_meta.get("annotations") or {}),
+            match_labels=dict((spec.get("selector") or {}).get("matchLabels") or {}),
+            template=spec.get("template") or {},
         )
+
+    # --------------------------------------------------------------------------------------------------- Pods
+    def list_pods(self, namespace: str, match_labels: Mapping[str, str]) -> list[PodInfo]:
+        """Pods in ``namespace`` carrying every one of ``match_labels`` (a DaemonSet's pods), by name."""
+        selector = ",".join(f"{k}={v}" for k, v in match_labels.items())
+        try:
+            found = self.core.list_namespaced_pod(namespace, label_selector=selector, _request_timeout=REQUEST_TIMEOUT)
+        except client.ApiException as exc:
+            if exc.status == 404:
+                return []
+            raise _api_error(exc, f"listing the Falco pods in {namespace}") from None
+        out = []
+        for item in found.items or ():
+            plain = self._plain(item)
+            meta, status = plain.get("metadata", {}), plain.get("status", {})
+            if selector and not selector_matches(selector, meta.get("labels")):
+                continue
+            ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or ())
+            out.append(PodInfo(str(meta.get("name", "")), str(status.get("podIP") or ""), ready))
+        return sorted(out, key=lambda p: p.name)
+
+    def configmap_data(self, namespace: str, name: str) -> Mapping[str, str] | None:
+        """The data of one ConfigMap (None: it does not exist); read with ``list``, narrowed to the one name."""
+        for item in self._list_configmaps(namespace, field_selector=f"metadata.name={name}"):
+            if item.get("metadata", {}).get("name") == name:
+                return dict(item.get("data") or {})
+        return None
 
     def find_daemonsets(self, namespace: str, name: str | None, selector: str) -> list[DaemonSetInfo]:
         """The Falco DaemonSet named ``name``, else every DaemonSet matching ``selector``; [] when none."""

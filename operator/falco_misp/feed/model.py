@@ -258,8 +258,15 @@ class FalcoTarget:
     """Extra Falco rule tags."""
     domains: bool = False
     """Emit ``fd.sip.name`` rules for domain indicators (opt-in: Falco resolves each name on every node)."""
-    rollout: Rollout = Rollout.RESTART
-    """How Falco picks up changes."""
+    rollout: Rollout = Rollout.HOT_RELOAD
+    """How Falco picks up changes (default: Falco's own ``watch_config_files`` reload, no pod restart)."""
+    metrics_port: int = 8765
+    """Port of Falco's Prometheus endpoint on each pod (the falcosecurity chart's ``metrics.enabled: true``)."""
+    metrics_path: str = "/metrics"
+    """Path of that endpoint."""
+    delivery_deadline_seconds: int = 180
+    """How long after a write a Falco pod may still run the previous rules (the kubelet's ConfigMap refresh, about
+    a minute, plus Falco's reload and a margin) before it is reported stale."""
     min_rollout_interval_seconds: int = 300
     """At most one rollout per this interval."""
     shard_bytes: int = DEFAULT_SHARD_BYTES
@@ -337,6 +344,9 @@ class FeedSpec:
     """Output target."""
     refresh_seconds: int = 3600
     """Sync interval."""
+    full_refresh_seconds: int = 86400
+    """``refresh.fullInterval``: a MISP feed is refreshed incrementally (only the events MISP changed are asked for
+    again) and fetched in full at least this often (issue 14)."""
     reporting: Reporting = field(default_factory=Reporting)
     """Alerts of this feed's rules reported to MISP (sightings, daily event)."""
 

@@ -430,7 +430,7 @@ def _falco(r: _Reader) -> FalcoTarget:
     priority = r.string("priority", "WARNING").upper()
     if priority not in PRIORITIES:
         raise SpecError(r.at("priority"), f"expected one of {', '.join(PRIORITIES)}, got {priority!r}")
-    rollout_raw = r.string("rollout", "Restart")
+    rollout_raw = r.string("rollout", "HotReload")
     try:
         rollout = Rollout(rollout_raw)
     except ValueError:
@@ -448,10 +448,34 @@ def _falco(r: _Reader) -> FalcoTarget:
         domains=r.boolean("domains", False),
         rollout=rollout,
         min_rollout_interval_seconds=r.duration("minRolloutInterval", 300) or 0,
+        **_metrics(r),
+        delivery_deadline_seconds=_deadline(r),
         shard_bytes=r.integer("shardBytes", DEFAULT_SHARD_BYTES, minimum=16 * 1024, maximum=1000 * 1024),
     )
     r.done()
     return target
+
+
+_METRICS_PATH = re.compile(r"^/[-._~/A-Za-z0-9]{0,254}$")
+
+
+def _metrics(r: _Reader) -> dict[str, Any]:
+    """``falco.metrics``: where each Falco pod serves its Prometheus metrics (delivery is confirmed from them)."""
+    m = r.child("metrics")
+    out = {
+        "metrics_port": m.integer("port", 8765, minimum=1, maximum=65535),
+        "metrics_path": m.string("path", "/metrics", pattern=_METRICS_PATH),
+    }
+    m.done()
+    return out
+
+
+def _deadline(r: _Reader) -> int:
+    seconds = r.duration("deliveryDeadline", 180) or 0
+    if not 60 <= seconds <= 3600:
+        raise SpecError(r.at("deliveryDeadline"), f"must be between 1m and 1h (the kubelet alone takes about a "
+                        f"minute), got {seconds}s")  # fmt: skip
+    return seconds
 
 
 # configMapPrefix: `misp-` and a DNS label, at most 48 characters, no `.` or `_`: Feed.rule_prefix maps `-` to
@@ -545,6 +569,9 @@ def parse_spec(spec: object, path: str = "spec") -> FeedSpec:
     refresh_seconds = refresh.duration("interval", 3600) or 3600
     if refresh_seconds < 60:
         raise SpecError(refresh.at("interval"), "must be at least 1m")
+    full_refresh_seconds = refresh.duration("fullInterval", 86400) or 86400
+    if full_refresh_seconds < 60:
+        raise SpecError(refresh.at("fullInterval"), "must be at least 1m")
     refresh.done()
     parsed = FeedSpec(
         source=source,
@@ -555,6 +582,7 @@ def parse_spec(spec: object, path: str = "spec") -> FeedSpec:
         limits=_limits(r.child("limits")),
         falco=_falco(r.child("falco")),
         refresh_seconds=refresh_seconds,
+        full_refresh_seconds=full_refresh_seconds,
         reporting=_reporting(r.child("reporting"), server_side=source.misp is not None),
     )
     r.done()

@@ -6,15 +6,24 @@ Falco loads any subset of a feed's shards (a missing optional ConfigMap never br
 define the same name (Falco keeps the last definition of a name: reference/FALCO.md). Items are pre-validated by
 :mod:`falco_misp.indicators.builder` and checked again here against a strict character set before they are joined into
 YAML; every other value from the spec (tags, priority, names) is validated again and quoted: nothing from a feed
-reaches a rules file unchecked. No network or name list reaches 65,536 items (Falco 0.44 loops forever on such
-lists: reference/FALCO.md); address lists (hash sets) are bounded by the byte budget only. A shard holds at most
-one list per kind and direction, so no name is defined twice. Same indicators -> same bytes -> same hash, so an
-unchanged feed causes no write and no rollout.
+reaches a rules file unchecked. A shard holds at most one block per kind and direction, so no name is defined twice.
+Same indicators -> same bytes -> same hash, so an unchanged feed causes no write and no rollout.
+
+Cost and size (issue 14, reference/FALCO.md "Measured 2026-12-01"):
+
+- a direction's networks are one guarded trie in one macro (:mod:`.networks`): a connect walks one path of a few
+  dozen comparisons instead of scanning every network; the trie stays in one shard unless it alone exceeds one;
+- network tries are placed first, then the address lists (hash sets, bounded by the byte budget only) fill every
+  shard to the budget, then the domains; fewer files load faster (Falco compiles each file with all before it);
+- lists are flow sequences, every item double-quoted, 64 to a line: ``len + 3`` bytes an item instead of ``len + 9``;
+- no ``in`` over a network or name field reaches 65,536 items (Falco 0.44 loops forever on such lists): network
+  leaves hold at most 64, the domain list is capped at :data:`FALCO_MAX_LIST_ITEMS`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import re
 from bisect import bisect_right
@@ -28,11 +37,14 @@ from string import Template
 from falco_misp.errors import RenderError
 from falco_misp.feed.model import FALCO_MAX_LIST_ITEMS, PRIORITIES, Direction, Feed
 from falco_misp.indicators.builder import IndicatorSet
+from falco_misp.rendering.networks import network_condition
 
 # Every item is an IP address, a CIDR or a lower-case domain: nothing else may be pasted between quotes.
 _SAFE_ITEM = re.compile(r"^[0-9a-z:][0-9a-z.:/-]*$")
-_ITEM_LINE = '    - "{}"\n'
-_ITEM_OVERHEAD = len(_ITEM_LINE.format(""))
+# A flow sequence, every item double-quoted, a line break every _PER_LINE items: `"a","b",` costs len + 3 bytes.
+_PER_LINE = 64
+_ITEM_OVERHEAD = 3
+_LINE_BREAK = ",\n    "
 # What may reach a template outside a quoted scalar (names appear in comments, desc and output text).
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _NAME_MAX = 47
@@ -41,14 +53,16 @@ _CONFIG_MAP_NAME_MAX = 253
 _CONFIG_MAP_PREFIX = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _TAG = re.compile(r"^[A-Za-z0-9_.:=-]{1,64}$")  # spec.falco.tags: no `/`, so no tag can pass for a feed tag
 
-# (template, direction) in output order; the direction's macro precedes its first rule in each shard.
+# (template, direction) in packing order: the network tries first (each kept whole in one shard where it fits),
+# then the address lists fill the shards; the direction's macro precedes its first rule in each shard.
 _GROUPS: tuple[tuple[str, Direction], ...] = (
-    ("outbound-addresses", Direction.OUTBOUND),
     ("outbound-networks", Direction.OUTBOUND),
+    ("inbound-networks", Direction.INBOUND),
+    ("outbound-addresses", Direction.OUTBOUND),
     ("outbound-domains", Direction.OUTBOUND),
     ("inbound-addresses", Direction.INBOUND),
-    ("inbound-networks", Direction.INBOUND),
 )
+_NET_FIELD = {Direction.OUTBOUND: "fd.snet", Direction.INBOUND: "fd.cnet"}
 BASE_TAGS = ("network", "misp", "mitre_command_and_control")
 
 
@@ -125,6 +139,25 @@ class CapacityError(RenderError):
         """How many of them fit in ``falco.maxShards`` shards (in rendering order)."""
 
 
+def _item_text(items: Sequence[str]) -> str:
+    """The inside of a flow sequence: validated items, quoted, ``_PER_LINE`` to a line."""
+    lines = (",".join(f'"{i}"' for i in items[s : s + _PER_LINE]) for s in range(0, len(items), _PER_LINE))
+    return _LINE_BREAK.join(lines)
+
+
+def _item_costs(items: Sequence[str]) -> list[int]:
+    """Cumulative byte costs: an upper bound of :func:`_item_text` for any slice ``items[s:e]``
+    (``cum[e] - cum[s]``): each item ``len + 3``, plus a line break at every multiple of ``_PER_LINE``."""
+    brk = len(_LINE_BREAK) - 1
+    return list(accumulate((len(i) + _ITEM_OVERHEAD + (brk if n % _PER_LINE == 0 else 0) for n, i in enumerate(items)),
+                           initial=0))  # fmt: skip
+
+
+def _network_body(direction: Direction, items: Sequence[str]) -> str:
+    """The guarded trie of ``items`` as the macro's folded condition (every line indented like ``${items}``)."""
+    return network_condition(_NET_FIELD[direction], items).text.replace("\n", "\n    ")
+
+
 def _check_items(items: Sequence[str], group: str) -> None:
     for item in items:
         if not _SAFE_ITEM.match(item):
@@ -172,7 +205,7 @@ class _ShardWriter:
         self.size = len(self._fill("header", ""))
         self.macros: set[Direction] = set()
         self.groups: set[str] = set()
-        self.blocks: list[tuple[str, Direction, Sequence[str], int, int]] = []
+        self.blocks: list[tuple[str, Direction, Sequence[str], int, int, str | None]] = []
         self.items = 0
 
     def _fill(self, name: str, items: str) -> str:
@@ -183,22 +216,38 @@ class _ShardWriter:
         extra = 0 if direction in self.macros else len(self._fill(f"{direction.value}-macro", ""))
         return extra + len(self._fill(group, ""))
 
-    def add(self, group: str, direction: Direction, items: Sequence[str], *, start: int, end: int, cost: int) -> None:
-        """Place ``items[start:end]`` (``cost`` bytes of item lines) as this shard's one block of ``group``."""
+    def add(
+        self,
+        group: str,
+        direction: Direction,
+        items: Sequence[str],
+        *,
+        start: int,
+        end: int,
+        cost: int,
+        body: str | None = None,
+    ) -> None:
+        """Place ``items[start:end]`` (``cost`` bytes of items, ``body`` their text if already built) as this
+        shard's one block of ``group``."""
         self.size += self.overhead(group, direction) + cost
         self.macros.add(direction)
         self.groups.add(group)
-        self.blocks.append((group, direction, items, start, end))
+        self.blocks.append((group, direction, items, start, end, body))
         self.items += end - start
 
     def finish(self) -> Shard:
         parts = [self._fill("header", "")]
         macros: set[Direction] = set()
-        for group, direction, items, start, end in self.blocks:
+        for group, direction, items, start, end, body in self.blocks:
             if direction not in macros:
                 parts.append(self._fill(f"{direction.value}-macro", ""))
                 macros.add(direction)
-            parts.append(self._fill(group, "".join(_ITEM_LINE.format(i) for i in items[start:end])))
+            if body is None:
+                chunk = items[start:end]
+                text = _network_body(direction, chunk) if group.endswith("networks") else _item_text(chunk)
+            else:
+                text = body
+            parts.append(self._fill(group, text))
         if not self.blocks:  # no indicators: still a valid rules file (Falco rejects an empty `in ()`)
             parts.extend(self._fill(f"{d.value}-macro", "") for d in self.feed.spec.falco.directions)
         return Shard(index=self.index, name=self.name, content="".join(parts).encode(), items=self.items)
@@ -221,22 +270,59 @@ def _groups(indicators: IndicatorSet, feed: Feed) -> Iterator[tuple[str, Directi
 
 
 def _item_cap(group: str) -> int | None:
-    """Falco's 16-bit loop bounds `in` over network (fd.snet/fd.cnet) and name (fd.sip.name) fields only;
-    fd.sip/fd.cip lists are hash sets, bounded here by the byte budget alone."""
+    """Falco's 16-bit loop bounds `in` over name (fd.sip.name) fields (and network fields, whose leaves hold at
+    most 64: :mod:`.networks`); fd.sip/fd.cip lists are hash sets, bounded here by the byte budget alone."""
     return None if group.endswith("addresses") else FALCO_MAX_LIST_ITEMS
+
+
+def _network_key(item: str) -> tuple[int, int, int]:
+    net = ipaddress.ip_network(item)
+    return net.version, int(net.network_address), net.prefixlen
+
+
+def _network_chunks(
+    feed: Feed, group: str, direction: Direction, items: Sequence[str], room: int
+) -> list[tuple[Sequence[str], str]]:
+    """The direction's networks in address order, as few tries as fit ``room`` bytes each (one, unless a single
+    trie exceeds a whole shard): contiguous ranges of the address space, so an event walks one deep trie."""
+    ordered = sorted(items, key=_network_key)
+    parts = 1
+    while True:
+        size = -(-len(ordered) // parts)
+        chunks = [ordered[s : s + size] for s in range(0, len(ordered), size)]
+        bodies = [_network_body(direction, c) for c in chunks]
+        if all(len(b) <= room for b in bodies):
+            return list(zip(chunks, bodies, strict=True))
+        if size == 1:
+            raise RenderError(f"falco.shardBytes {feed.spec.falco.shard_bytes} is too small for a single {group} rule")
+        parts = max(parts + 1, -(-parts * max(len(b) for b in bodies) // max(room, 1)))
 
 
 def _pack(
     feed: Feed, groups: Sequence[tuple[str, Direction, tuple[str, ...]]], limit: int | None
 ) -> tuple[list[_ShardWriter], int]:
-    """Greedy, in a fixed order: fill each shard up to the byte budget; a group that does not fit (bytes or
-    item cap) goes on in the next shard, so a shard never holds two lists of one name. Stops before shard
+    """Greedy, in a fixed order: each network trie whole in the current shard if it fits, else in the next; then
+    the address and domain lists fill each shard up to the byte budget, a list that does not fit (bytes or item
+    cap) going on in the next shard, so a shard never holds two blocks of one name. Stops before shard
     ``limit + 1``. Returns the shards and how many items they hold."""
     budget = feed.spec.falco.shard_bytes
     writers = [_ShardWriter(feed, 0)]
     placed = 0
     for group, direction, items in groups:
-        cum = list(accumulate((len(i) + _ITEM_OVERHEAD for i in items), initial=0))
+        if group.endswith("networks"):
+            widest = _ShardWriter(feed, max(feed.spec.falco.max_shards, len(writers)) + 1)  # longest names
+            room = budget - widest.size - widest.overhead(group, direction)
+            for chunk, body in _network_chunks(feed, group, direction, items, room):
+                writer = writers[-1]
+                if group in writer.groups or writer.size + writer.overhead(group, direction) + len(body) > budget:
+                    if limit is not None and len(writers) >= limit:
+                        return writers, placed
+                    writer = _ShardWriter(feed, len(writers))
+                    writers.append(writer)
+                writer.add(group, direction, chunk, start=0, end=len(chunk), cost=len(body), body=body)
+                placed += len(chunk)
+            continue
+        cum = _item_costs(items)
         cap = _item_cap(group)
         start = 0
         while start < len(items):

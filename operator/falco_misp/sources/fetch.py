@@ -86,7 +86,7 @@ def fetch_attributes(feed: Feed, ctx: FetchContext, rejected: Counter[str]) -> I
     """Attributes from whichever source the feed names (generator: failures surface while iterating)."""
     source = feed.spec.source
     fetchers: dict[str, Callable[[], Iterator[Attribute]]] = {
-        "misp": lambda: fetch_misp(feed, ctx),
+        "misp": lambda: fetch_misp(feed, ctx, prefetch=ctx.prefetch_pages),
         "mispFeed": lambda: fetch_static_feed(feed, ctx),
         "file": lambda: fetch_file(feed, ctx),
         "text": lambda: fetch_text(feed, ctx, rejected),

@@ -47,6 +47,8 @@ class FetchContext:
     """Folder relative paths in the spec are resolved against (the feed file's folder)."""
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
     """Largest body read from the source (each MISP page, feed file, export, list); larger: ``ResponseTooLarge``."""
+    prefetch_pages: int | None = None
+    """MISP pages fetched ahead while the current one is processed (None: the default, 2; 0: none)."""
 
 
 def redact(text: str, *secrets: str | None) -> str:

@@ -10,11 +10,13 @@ announced) with ``PagingIgnored`` instead of paging forever.
 from __future__ import annotations
 
 import contextlib
+import email.utils
 import hashlib
 import logging
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -39,6 +41,7 @@ from falco_misp.sources.locations import (
     redact,
     safe_url,
 )
+from falco_misp.sources.prefetch import prefetched
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +57,7 @@ class _ResponseHooks(requests.auth.AuthBase):
 
     def __init__(self, server_url: str, max_bytes: int) -> None:
         self.last: int | None = None
+        self.date: int | None = None  # the answer's Date header (epoch seconds), when it has a readable one
         self._where = f"MISP at {safe_url(server_url)}"
         self._max_bytes = max_bytes
 
@@ -65,6 +69,10 @@ class _ResponseHooks(requests.auth.AuthBase):
     def _record(self, response: requests.Response, *args: object, **kwargs: object) -> None:
         value = response.headers.get("X-Result-Count", "")
         self.last = int(value) if value.isdigit() else None
+        try:
+            self.date = int(email.utils.parsedate_to_datetime(response.headers.get("Date", "")).timestamp())
+        except (TypeError, ValueError):
+            self.date = None
         path = urlsplit(response.url).path or "/"
         body = read_body(response, self._max_bytes, f"{self._where} ({path})")
         response._content = body  # what `response.content` returns from now on (requests reads no further)
@@ -210,6 +218,17 @@ class MispApi:
             f"MISP at {self.url} answered something that is not a search result ({self._describe(answer)})",
         )
 
+    def event_index(self) -> tuple[object, int | None]:
+        """MISP's slim index of every event (``/events/index`` with ``minimal``) and the answer's time (its
+        ``Date`` header, epoch seconds; None without one)."""
+        try:
+            answer = self._misp.search_index(minimal=True)
+        except Exception as exc:
+            raise self._error(exc) from None
+        if isinstance(answer, dict) and "errors" in answer:
+            raise SourceError("MispError", f"MISP at {self.url} refused the event index ({self._describe(answer)})")
+        return answer, self._count.date
+
 
 def _page_digest(rows: list[dict[str, Any]]) -> str:
     """What identifies a page's content: its attributes' ids, uuids, types and values."""
@@ -230,11 +249,10 @@ class _PageGuard:
         self._limit = limit
         self._pages: dict[str, int] = {}
 
-    def check(self, page: int, rows: list[dict[str, Any]]) -> None:
+    def check(self, page: int, rows: list[dict[str, Any]], total: int | None) -> None:
         if not rows:
             return  # a page emptied by the warninglist/decay post-filter may follow another one
         problem = ""
-        total = self._api.result_count
         if len(rows) > self._limit:
             problem = f"page {page} holds {len(rows)} attributes for a limit of {self._limit}"
         elif total is not None and (page - 1) * self._limit >= total:
@@ -251,40 +269,85 @@ class _PageGuard:
             )  # fmt: skip
 
 
-def fetch_misp(feed: Feed, ctx: FetchContext, api: MispApi | None = None) -> Iterator[Attribute]:
-    """Attributes from a MISP server, one filter set (``anyOf`` group) after another, page by page.
+DEFAULT_PREFETCH_PAGES = 2
+"""Pages read ahead while the current one is processed (:mod:`falco_misp.sources.prefetch`); 0: none."""
 
-    Filters are applied server-side; an attribute selected by several groups is yielded once.
-    """
+
+@dataclass(frozen=True)
+class MispPage:
+    """One restSearch answer of a paged query."""
+
+    group: int
+    """Which filter set (``anyOf`` group) it answers, from 0."""
+    number: int
+    """Its page number, from 1."""
+    rows: list[dict[str, Any]]
+    """The attributes as MISP sent them."""
+    count: int | None
+    """``X-Result-Count`` of that answer (matches before MISP's warninglist/decay post-filter)."""
+
+
+def misp_api(feed: Feed, ctx: FetchContext) -> MispApi:
+    """The client for a feed's MISP server (raises SourceError)."""
     server = feed.spec.source.misp
     assert server is not None
-    if api is None:
-        api = MispApi(server, ctx.auth_key or "", ctx.ca_bundle, ctx.max_response_bytes)
-    seen: set[str] | None = set() if len(feed.spec.filters) > 1 else None
-    events: dict[str, EventContext] = {}
-    for filters in feed.spec.filters:
-        params = build_restsearch_params(filters, ctx.now)
+    return MispApi(server, ctx.auth_key or "", ctx.ca_bundle, ctx.max_response_bytes)
+
+
+def fetch_pages(
+    feed: Feed, ctx: FetchContext, api: MispApi, extra: Mapping[str, Any] | None = None
+) -> Iterator[MispPage]:
+    """Every page of every filter set's restSearch, in order (``extra``: parameters added to each query)."""
+    server = feed.spec.source.misp
+    assert server is not None
+    for group, filters in enumerate(feed.spec.filters):
+        params = {**build_restsearch_params(filters, ctx.now), **(extra or {})}
         guard = _PageGuard(api, server.page_size)
         page = 1
         while True:
             rows = api.search_attributes(params, page, server.page_size)
+            total = api.result_count  # read in the thread that made the request (it is the last answer's)
             log.debug("misp page", extra={"feed": feed.name, "page": page, "attributes": len(rows)})
-            guard.check(page, rows)
-            for raw in rows:
-                attr = attribute_from_json(raw, cache=events)
-                if attr is None:
-                    continue
-                if seen is not None:
-                    if attr.uuid in seen:
-                        continue
-                    seen.add(attr.uuid)
-                yield attr
+            guard.check(page, rows, total)
+            yield MispPage(group, page, rows, total)
             # MISP pages in SQL and drops warninglisted/decayed values afterwards: with those filters a short (even
             # empty) page is not the last one, so page on X-Result-Count (the count before the post-filter).
             if filters.enforce_warninglist or filters.exclude_decayed:
-                total = api.result_count
                 if (total is not None and page * server.page_size >= total) or (total is None and not rows):
                     break
             elif len(rows) < server.page_size:
                 break
             page += 1
+
+
+def misp_attributes(feed: Feed, pages: Iterable[MispPage]) -> Iterator[tuple[MispPage, int, Attribute]]:
+    """The attributes of ``pages`` with the page and MISP id of each; one selected by several groups comes once."""
+    seen: set[str] | None = set() if len(feed.spec.filters) > 1 else None
+    events: dict[str, EventContext] = {}
+    for page in pages:
+        for raw in page.rows:
+            attr = attribute_from_json(raw, cache=events)
+            if attr is None:
+                continue
+            if seen is not None:
+                if attr.uuid in seen:
+                    continue
+                seen.add(attr.uuid)
+            raw_id = raw.get("id")
+            yield page, int(raw_id) if isinstance(raw_id, str) and raw_id.isdigit() else 0, attr
+
+
+def fetch_misp(
+    feed: Feed, ctx: FetchContext, api: MispApi | None = None, prefetch: int | None = None
+) -> Iterator[Attribute]:
+    """Attributes from a MISP server, one filter set (``anyOf`` group) after another, page by page.
+
+    Filters are applied server-side; an attribute selected by several groups is yielded once. The next pages are
+    fetched while the current one is processed (``prefetch`` pages ahead, default
+    :data:`DEFAULT_PREFETCH_PAGES`; 0 fetches each page only when the one before is done).
+    """
+    if api is None:
+        api = misp_api(feed, ctx)
+    depth = DEFAULT_PREFETCH_PAGES if prefetch is None else prefetch
+    for _, _, attr in misp_attributes(feed, prefetched(fetch_pages(feed, ctx, api), depth)):
+        yield attr

@@ -1,0 +1,84 @@
+"""Confirmed delivery (a service): does every ready Falco pod of the target run the rules this feed wrote?
+
+On a timer step, while the current rules are not confirmed on every pod (and every ``recheck`` seconds once they
+are, to see restarted or new nodes), the Falco pods of the target DaemonSet(s) are listed, each pod's metrics are
+read (:mod:`falco_misp.delivery.probe`), and the sha256 of every shard file Falco loaded is compared with the
+``falco-misp.io/shard-sha256`` annotation of the ConfigMap we wrote (:mod:`falco_misp.delivery.confirm`). The
+result goes into ``status.delivery`` and the ``Delivered`` condition; a pod that stays stale past
+``falco.deliveryDeadline`` gets one Warning Event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from falco_misp.conditions import Notice, build_conditions, condition, format_time, parse_time
+from falco_misp.controller.sync import FeedObject, SyncOutcome, parse_feed_object
+from falco_misp.delivery.configmaps import ANNOTATION_SHARD_HASH, feed_labels
+from falco_misp.delivery.confirm import DELIVERED, PodProbe, compare, delivered_condition
+from falco_misp.delivery.kube import KubeClient, KubeError, PodInfo
+from falco_misp.delivery.probe import probe_pods
+from falco_misp.errors import SpecError
+from falco_misp.feed.model import Rollout
+
+Probe = Callable[[Sequence[PodInfo], int, str], list[PodProbe]]
+
+
+def delivery_due(status: dict[str, Any], now: datetime, recheck_seconds: float) -> bool:
+    """Whether a timer step should check the Falco pods now."""
+    rules_hash = status.get("rulesHash")
+    if not rules_hash:
+        return False
+    delivery = status.get("delivery") or {}
+    last = parse_time(delivery.get("lastCheck"))
+    confirmed = (condition(status, DELIVERED) or {}).get("status") == "True" and delivery.get("hash") == rules_hash
+    return last is None or not confirmed or now >= last + timedelta(seconds=recheck_seconds)
+
+
+def check_delivery(kube: KubeClient, obj: FeedObject, now: datetime, probe: Probe = probe_pods) -> SyncOutcome | None:
+    """The ``Delivered`` condition and ``status.delivery`` from every ready Falco pod; None when there is nothing to
+    check (``rollout: None``, no rules applied, an invalid spec)."""
+    try:
+        feed = parse_feed_object(obj)
+    except SpecError:
+        return None
+    falco = feed.spec.falco
+    rules_hash = obj.status.get("rulesHash")
+    if falco.rollout is Rollout.NONE or not rules_hash or obj.status.get("falcoNamespace") != falco.namespace:
+        return None
+    try:
+        expected = {
+            key: str((cm["metadata"].get("annotations") or {}).get(ANNOTATION_SHARD_HASH, ""))
+            for cm in kube.list_configmaps(falco.namespace, feed_labels(feed))
+            for key in cm.get("data") or {}
+        }
+        pods: list[PodInfo] = []
+        for ds in kube.find_daemonsets(falco.namespace, falco.daemon_set, falco.selector):
+            pods += kube.list_pods(falco.namespace, ds.match_labels) if ds.match_labels else []
+    except KubeError:
+        return None  # the next step tries again; the sync reports API trouble
+    report = compare(expected, probe(sorted(set(pods), key=lambda p: p.name), falco.metrics_port, falco.metrics_path))
+    written = parse_time(obj.status.get("rulesWrittenAt")) or parse_time(obj.status.get("lastSuccess"))
+    delivered = delivered_condition(
+        report, written_at=written, now=now, deadline_seconds=falco.delivery_deadline_seconds,
+        port=falco.metrics_port, path=falco.metrics_path,
+    )  # fmt: skip
+    status = dict(obj.status)
+    status["delivery"] = {
+        "hash": rules_hash,
+        "pods": report.pods,
+        "podsCurrent": len(report.current),
+        "stale": list(report.stale),
+        "unreachable": list(report.unreachable),
+        "lastCheck": format_time(now),
+    }
+    status["conditions"] = build_conditions(obj.status.get("conditions"), [delivered], now, obj.generation)
+    before = condition(obj.status, DELIVERED) or {}
+    notices: tuple[Notice, ...] = ()
+    if delivered.status is False and (before.get("status"), before.get("reason")) != ("False", delivered.reason):
+        notices = (Notice("Warning", delivered.reason, delivered.message),)
+    elif delivered.status is True and before.get("status") != "True":
+        notices = (Notice("Normal", "RulesDelivered", delivered.message),)
+    return SyncOutcome(status=status, notices=notices, synced=False)
