@@ -151,6 +151,8 @@ async def scenario(
             status = await eventually(functools.partial(ready, emulator, namespace, name), what=f"{name} Ready")
             first[name] = status["rulesHash"]
         assert {"misp-security-named-0", "misp-team-b-intel-0"} <= set(configmaps(emulator, FALCO_NAMESPACE))
+        for namespace, name in feeds:  # the delivery check lists the Falco pods (a timer step between syncs)
+            await eventually(lambda ns=namespace, n=name: status_of(emulator, ns, n).get("delivery"), what="checked")
 
         # New MISP data: at the next refresh both feeds patch their ConfigMap and roll Falco.
         misp.add_event(misp_event(2, ip_attrs(ips(3, second=9))))
