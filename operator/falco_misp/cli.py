@@ -23,7 +23,6 @@ from typing import Any
 import yaml
 
 from falco_misp.delivery.configmaps import build_configmaps
-from falco_misp.delivery.confirm import falco_values
 from falco_misp.delivery.files import write_files
 from falco_misp.errors import RenderError, SourceError, SpecError
 from falco_misp.feed.model import Feed
@@ -78,6 +77,10 @@ def load_feed(path: Path) -> Feed:
 def _render(args: argparse.Namespace) -> int:
     feed = load_feed(args.feed)
     if args.format == "falco-values":  # from the spec alone: nothing is fetched or written
+        # imported here: its metrics parser (prometheus_client) is 75-95 ms of every plain `render`'s start-up
+        # (`python -X importtime -c 'import falco_misp.delivery.confirm'`)
+        from falco_misp.delivery.confirm import falco_values  # noqa: PLC0415
+
         print(f"# falcosecurity/falco chart values for feed {feed.ref}: helm upgrade falco falcosecurity/falco -f -")
         print(falco_values(feed), end="")
         return EXIT_OK

@@ -95,13 +95,12 @@ def refresh_and_render(
         refresh.snapshot = refresh.result = refresh.last = None
         return fetch_and_render(feed, ctx, observe)
     outcome = refresh_misp(feed, ctx, refresh.snapshot)
-    attributes = ordered_attributes(outcome.snapshot)
-    if outcome.mode == UNCHANGED and refresh.result is not None:
+    if outcome.mode == UNCHANGED and refresh.result is not None:  # nothing to sort or render again
         result = refresh.result
         if observe is not None:
-            for attr in attributes:
+            for attr in ordered_attributes(outcome.snapshot):
                 observe(attr)
     else:
-        result = render_attributes(feed, attributes, observe=observe)
+        result = render_attributes(feed, ordered_attributes(outcome.snapshot), observe=observe)
     refresh.snapshot, refresh.result, refresh.last = outcome.snapshot, result, outcome
     return result

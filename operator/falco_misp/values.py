@@ -173,12 +173,6 @@ def special_ranges(version: int, first: int, last: int) -> list[tuple[int, int, 
     return out
 
 
-def non_global_reason(addr: ipaddress.IPv4Address | ipaddress.IPv6Address, keep_documentation: bool) -> str | None:
-    """Why an address is not a public internet address, or ``None`` when it is."""
-    value = int(addr)
-    return range_reason(addr.version, value, value, keep_documentation)
-
-
 # ------------------------------------------------------------------------------------------------ IP parsing
 MAX_IP_TEXT = 64
 """Longer than any address or CIDR written out (``ffff:...:255.255.255.255/128`` is 49 characters)."""

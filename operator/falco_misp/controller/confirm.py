@@ -1,11 +1,11 @@
 """Confirmed delivery (a service): does every ready Falco pod of the target run the rules this feed wrote?
 
-On a timer step, while the current rules are not confirmed on every pod (and every ``recheck`` seconds once they
-are, to see restarted or new nodes), the Falco pods of the target DaemonSet(s) are listed, each pod's metrics are
-read (:mod:`falco_misp.delivery.probe`), and the sha256 of every shard file Falco loaded is compared with the
-``falco-misp.io/shard-sha256`` annotation of the ConfigMap we wrote (:mod:`falco_misp.delivery.confirm`). The
-result goes into ``status.delivery`` and the ``Delivered`` condition; a pod that stays stale past
-``falco.deliveryDeadline`` gets one Warning Event.
+On a timer step, while the current rules propagate (and every ``recheck`` seconds once the answer is settled, to
+see restarted or new nodes and pods that recovered), the Falco pods of the target DaemonSet(s) are listed, each
+pod's metrics are read (:mod:`falco_misp.delivery.probe`), and the sha256 of every shard file Falco loaded is
+compared with the ``falco-misp.io/shard-sha256`` annotation of the ConfigMap we wrote
+(:mod:`falco_misp.delivery.confirm`). The result goes into ``status.delivery`` and the ``Delivered`` condition;
+a pod that stays stale past ``falco.deliveryDeadline`` gets one Warning Event.
 """
 
 from __future__ import annotations
@@ -33,8 +33,11 @@ def delivery_due(status: dict[str, Any], now: datetime, recheck_seconds: float) 
         return False
     delivery = status.get("delivery") or {}
     last = parse_time(delivery.get("lastCheck"))
-    confirmed = (condition(status, DELIVERED) or {}).get("status") == "True" and delivery.get("hash") == rules_hash
-    return last is None or not confirmed or now >= last + timedelta(seconds=recheck_seconds)
+    # Every tick while new rules propagate; once the answer is settled (all current, stale past the deadline,
+    # metrics off), every ``recheck_seconds``: a fleet's pods are not asked every tick for an unchanged answer.
+    propagating = (condition(status, DELIVERED) or {}).get("reason") == "Propagating"
+    settled = delivery.get("hash") == rules_hash and not propagating
+    return last is None or not settled or now >= last + timedelta(seconds=recheck_seconds)
 
 
 def check_delivery(kube: KubeClient, obj: FeedObject, now: datetime, probe: Probe = probe_pods) -> SyncOutcome | None:

@@ -63,8 +63,8 @@ class Tuning:
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
     """The largest answer read from a source (``--max-response-bytes``)."""
     delivery_recheck_seconds: float = 300.0
-    """How often Falco pods that run the current rules are checked again (new nodes, restarted pods); pods that do
-    not yet are checked on every tick."""
+    """How often the Falco pods are checked again once the answer is settled (all current, stale past the deadline,
+    metrics off): new nodes, restarted or recovered pods. While new rules propagate, every tick checks."""
 
 
 class FeedState:

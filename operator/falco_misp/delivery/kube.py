@@ -160,15 +160,20 @@ class KubeClient:
             raise _api_error(exc, f"creating {what}") from None
 
     def configmap_fingerprint(self, namespace: str, name: str) -> str | None:
-        """A digest of one ConfigMap's identity and labels (None: it does not exist), to notice it changed.
+        """A digest of one ConfigMap's identity and labels (None: it does not exist), to notice it changed."""
+        item = self._configmap(namespace, name)
+        if item is None:
+            return None
+        meta = item.get("metadata", {})
+        identity = [meta.get("uid"), meta.get("resourceVersion"), sorted((meta.get("labels") or {}).items())]
+        return hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:16]
 
-        Read with ``list`` (the verb the operator has on ConfigMaps), narrowed to the one name.
-        """
+    def _configmap(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """One ConfigMap (None: it does not exist), read with ``list`` (the verb the operator has on ConfigMaps),
+        narrowed to the one name."""
         for item in self._list_configmaps(namespace, field_selector=f"metadata.name={name}"):
-            meta = item.get("metadata", {})
-            if meta.get("name") == name:
-                identity = [meta.get("uid"), meta.get("resourceVersion"), sorted((meta.get("labels") or {}).items())]
-                return hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:16]
+            if item.get("metadata", {}).get("name") == name:
+                return item
         return None
 
     def patch_configmap(self, namespace: str, name: str, patch: Mapping[str, Any]) -> None:
@@ -223,11 +228,9 @@ class KubeClient:
         return sorted(out, key=lambda p: p.name)
 
     def configmap_data(self, namespace: str, name: str) -> Mapping[str, str] | None:
-        """The data of one ConfigMap (None: it does not exist); read with ``list``, narrowed to the one name."""
-        for item in self._list_configmaps(namespace, field_selector=f"metadata.name={name}"):
-            if item.get("metadata", {}).get("name") == name:
-                return dict(item.get("data") or {})
-        return None
+        """The data of one ConfigMap (None: it does not exist)."""
+        item = self._configmap(namespace, name)
+        return None if item is None else dict(item.get("data") or {})
 
     def find_daemonsets(self, namespace: str, name: str | None, selector: str) -> list[DaemonSetInfo]:
         """The Falco DaemonSet named ``name``, else every DaemonSet matching ``selector``; [] when none."""
