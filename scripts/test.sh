@@ -4,11 +4,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v sysdig >/dev/null 2>&1; then
+# Real parts the tests start or call: sysdig (Falco's filter compiler), docker-registry (an OCI registry on
+# 127.0.0.1, distribution 2.8), promtool (checks the chart's alert rules), htpasswd (the registry's user file).
+if ! command -v sysdig >/dev/null 2>&1 || ! command -v docker-registry >/dev/null 2>&1 \
+  || ! command -v promtool >/dev/null 2>&1 || ! command -v htpasswd >/dev/null 2>&1; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
   # The recommended kernel-module package is neither needed nor buildable here: compiler only.
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends sysdig >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+    sysdig docker-registry prometheus apache2-utils >/dev/null
 fi
 
 PY=${PYTHON:-python3}
