@@ -20,9 +20,9 @@ network items compared. The model (reference/FALCO.md, "Measured 2026-12-01"; is
   c = 1.23 µs an item.
 
 The data is synthetic like FALCO.md's: 80 % IPv4, 10 % IPv6, 10 % CIDRs (a tenth of them IPv6), 20 % repeats (of
-an earlier value, in either direction). Layouts: today's (rendered by the renderer of the last commit, read with
-``git show``), FALCO.md's experiments rebuilt from the same indicators (outbound only: an address list alone, the
-networks by /8 behind 221-odd guards, and a /4 level above), and the current renderer.
+an earlier value, in either direction). Layouts: "today's" (the renderer before issue 14, commit ``BASELINE``, read
+with ``git show``, at its 900 KiB shards), FALCO.md's experiments rebuilt from the same indicators (outbound only:
+an address list alone, the networks by /8 behind 221-odd guards, and a /4 level above), and the current renderer.
 """
 
 from __future__ import annotations
@@ -404,16 +404,21 @@ FEED = {"metadata": {"name": "bench", "namespace": "ns"},
                  "falco": {"maxShards": 256}}}  # fmt: skip
 
 
-def old_renderer() -> ModuleType:
-    """The renderer and templates of the last commit (``git show HEAD:...``), as a module."""
+#: The renderer before issue 14 (one item a line, networks scanned linearly, 900 KiB shards): the "before" rows.
+BASELINE = "0315ae6"
+BASELINE_SHARD_BYTES = 900 * 1024
+
+
+def old_renderer(rev: str = BASELINE) -> ModuleType:
+    """The renderer and templates of commit ``rev`` (``git show REV:...``), as a module."""
     tmp = Path(tempfile.mkdtemp(prefix="falco-cost-"))
 
     def show(path: str) -> str:
-        return subprocess.run(["git", "show", f"HEAD:{path}"], cwd=REPO, check=True, capture_output=True,
+        return subprocess.run(["git", "show", f"{rev}:{path}"], cwd=REPO, check=True, capture_output=True,
                               text=True).stdout  # fmt: skip
 
     (tmp / "old_shards.py").write_text(show("operator/falco_misp/rendering/shards.py"))
-    names = subprocess.run(["git", "ls-tree", "--name-only", "HEAD", "rules/"], cwd=REPO, check=True,
+    names = subprocess.run(["git", "ls-tree", "--name-only", rev, "rules/"], cwd=REPO, check=True,
                            capture_output=True, text=True).stdout.split()  # fmt: skip
     templates = {Path(n).stem: Template(show(n)) for n in names if n.endswith(".yaml")}
     spec = importlib.util.spec_from_file_location("old_shards", tmp / "old_shards.py")
@@ -488,8 +493,9 @@ def run(size: int, probes: int, experiments: bool, out: Callable[[str], None]) -
         f"{counts['outbound_networks'] + counts['inbound_networks']:,} networks "
         f"({counts['outbound_networks']:,} outbound)\n")  # fmt: skip
     old = old_renderer()
+    before = replace(feed, spec=replace(feed.spec, falco=replace(feed.spec.falco, shard_bytes=BASELINE_SHARD_BYTES)))
     layouts: list[tuple[str, list[bytes]]] = [
-        ("today's shards", [s.content for s in old.render_rules(feed, ind).shards]),
+        ("today's shards", [s.content for s in old.render_rules(before, ind).shards]),
     ]
     if experiments:
         layouts += [

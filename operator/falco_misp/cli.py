@@ -34,7 +34,7 @@ from falco_misp.sources.locations import FetchContext
 
 EXIT_OK, EXIT_SOURCE, EXIT_USAGE, EXIT_RENDER = 0, 1, 2, 3
 # Client-side `kubectl apply` copies each object into an annotation, and all annotations of an object together may
-# hold at most 262,144 bytes (measured on a real API server: reference/KUBERNETES.md): shards are up to ~900 KiB.
+# hold at most 262,144 bytes (measured on a real API server: reference/KUBERNETES.md): shards are up to 1,040,000 bytes.
 APPLY_HINT = (
     "apply with: kubectl apply --server-side -f {out}  (plain `kubectl apply` fails on ConfigMaps over ~256 KiB: "
     "it copies them into an annotation limited to 262144 bytes)"

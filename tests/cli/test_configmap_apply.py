@@ -18,6 +18,8 @@ import yaml
 
 from falco_misp.cli import main
 from falco_misp.delivery.configmaps import build_configmaps
+from falco_misp.errors import SpecError
+from falco_misp.feed.model import DEFAULT_SHARD_BYTES, MAX_SHARD_BYTES
 from falco_misp.feed.parse import parse_feed
 from falco_misp.indicators.builder import IndicatorBuilder
 from falco_misp.rendering.shards import render_rules
@@ -53,7 +55,7 @@ def full_shard_manifests(count: int) -> list[dict[str, object]]:
 
 
 def test_default_shards_need_server_side_apply() -> None:
-    manifests = full_shard_manifests(70_000)  # ~15 bytes an address in flow-style lists: > one shard
+    manifests = full_shard_manifests(90_000)  # ~14 bytes a bare address in flow-style lists: > one shard
     assert len(manifests) >= 2  # the first shard is full at the default budget
     first = manifests[0]
     data = first["data"]
@@ -61,6 +63,16 @@ def test_default_shards_need_server_side_apply() -> None:
     size = sum(len(k) + len(v.encode()) for k, v in data.items())
     assert ANNOTATIONS_MAX < size <= CONFIGMAP_DATA_MAX  # fits server-side, not client-side
     assert client_side_annotations_bytes(first) > ANNOTATIONS_MAX
+
+
+def test_the_largest_shard_fits_a_configmap_with_the_longest_key() -> None:
+    """A ConfigMap's data, keys included, holds at most 1,048,576 bytes (measured: reference/KUBERNETES.md); a key
+    is at most 253 bytes. The default and the largest allowed shardBytes stay below, whatever the feed's name."""
+    assert DEFAULT_SHARD_BYTES <= MAX_SHARD_BYTES
+    assert MAX_SHARD_BYTES + 253 <= CONFIGMAP_DATA_MAX
+    with pytest.raises(SpecError, match="shardBytes"):
+        spec = {"source": {"text": {"url": "x"}}, "falco": {"shardBytes": MAX_SHARD_BYTES + 1}}
+        parse_feed({"kind": "MispFeed", "metadata": {"name": "big", "namespace": "sec"}, "spec": spec})
 
 
 def test_render_prints_the_server_side_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -67,7 +67,26 @@ def test_one_small_shard_has_falco_shape() -> None:
     macros = {d["macro"]: d["condition"] for d in docs if "macro" in d}
     assert macros["misp_ns_shape_0_outbound_networks"] == 'fd.snet in ("1.2.3.0/24")'  # one network: no guard
     assert all("fd.net " not in c for c in [*cond, *macros.values()])
-    assert b'items: ["8.8.4.4"]' in shard.content  # flow style, items quoted
+    assert b"items: [8.8.4.4]" in shard.content  # flow style, an IPv4 address bare
+
+
+def test_list_items_read_back_as_the_same_strings_in_yaml_1_1_and_1_2() -> None:
+    """IPv4 addresses are written bare, everything else quoted: PyYAML (YAML 1.1) and ruamel.yaml (YAML 1.2, the
+    version Falco's yaml-cpp parses) read every item back as the string it was, never a number or a mapping."""
+    from ruamel.yaml import YAML
+
+    listed = ("1.1.1.1", "8.8.4.4", "100.64.0.1", "2001:4860:4860::8888", "2a00:1450::1")
+    indicators = IndicatorSet(
+        addresses={OUT: listed, IN: listed[:2]}, networks={OUT: ("198.18.0.0/15", "2001:db8::/32")}
+    )
+    (shard,) = render_rules(feed(name="yaml"), indicators).shards
+    assert b"[1.1.1.1,8.8.4.4,100.64.0.1," in shard.content
+    assert b'"2001:4860:4860::8888"' in shard.content
+    yaml_12 = YAML(typ="safe", pure=True).load(shard.content)
+    for docs in (load(shard.content), yaml_12):
+        lists = {d["list"]: d["items"] for d in docs if "list" in d}
+        assert lists["misp_ns_yaml_0_outbound_addresses"] == list(listed)
+        assert all(isinstance(item, str) for items in lists.values() for item in items)
 
 
 def test_empty_feed_is_still_a_valid_rules_file() -> None:

@@ -23,6 +23,7 @@ from falco_misp.feed.model import (
     FALCO_MAX_LIST_ITEMS,
     KIND,
     MAX_DOMAINS_HARD,
+    MAX_SHARD_BYTES,
     PRIORITIES,
     SOURCE_PLACEHOLDERS,
     SUPPORTED_TYPES,
@@ -450,7 +451,7 @@ def _falco(r: _Reader) -> FalcoTarget:
         min_rollout_interval_seconds=r.duration("minRolloutInterval", 300) or 0,
         **_metrics(r),
         delivery_deadline_seconds=_deadline(r),
-        shard_bytes=r.integer("shardBytes", DEFAULT_SHARD_BYTES, minimum=16 * 1024, maximum=1000 * 1024),
+        shard_bytes=r.integer("shardBytes", DEFAULT_SHARD_BYTES, minimum=16 * 1024, maximum=MAX_SHARD_BYTES),
     )
     r.done()
     return target

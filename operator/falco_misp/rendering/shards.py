@@ -15,7 +15,10 @@ Cost and size (issue 14, reference/FALCO.md "Measured 2026-12-01"):
   dozen comparisons instead of scanning every network; the trie stays in one shard unless it alone exceeds one;
 - network tries are placed first, then the address lists (hash sets, bounded by the byte budget only) fill every
   shard to the budget, then the domains; fewer files load faster (Falco compiles each file with all before it);
-- lists are flow sequences, every item double-quoted, 64 to a line: ``len + 3`` bytes an item instead of ``len + 9``;
+- lists are flow sequences, 64 items to a line; an IPv4 address is written bare (``len + 1`` bytes: digits and dots
+  are a string to every YAML parser), any other item double-quoted (``len + 3``), instead of ``len + 9`` one per line;
+- shards are filled to ``falco.shardBytes`` (default 1,040,000: a ConfigMap's data may hold 1,048,576 bytes), so
+  300,000 attributes fit in 4 files;
 - no ``in`` over a network or name field reaches 65,536 items (Falco 0.44 loops forever on such lists): network
   leaves hold at most 64, the domain list is capped at :data:`FALCO_MAX_LIST_ITEMS`.
 """
@@ -43,7 +46,7 @@ from falco_misp.rendering.networks import network_condition
 _SAFE_ITEM = re.compile(r"^[0-9a-z:][0-9a-z.:/-]*$")
 # A flow sequence, every item double-quoted, a line break every _PER_LINE items: `"a","b",` costs len + 3 bytes.
 _PER_LINE = 64
-_ITEM_OVERHEAD = 3
+_BARE = re.compile(r"^[0-9]{1,3}(\.[0-9]{1,3}){3}$")  # an IPv4 address: a string, unquoted, in YAML 1.1 and 1.2
 _LINE_BREAK = ",\n    "
 # What may reach a template outside a quoted scalar (names appear in comments, desc and output text).
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -140,16 +143,22 @@ class CapacityError(RenderError):
 
 
 def _item_text(items: Sequence[str]) -> str:
-    """The inside of a flow sequence: validated items, quoted, ``_PER_LINE`` to a line."""
-    lines = (",".join(f'"{i}"' for i in items[s : s + _PER_LINE]) for s in range(0, len(items), _PER_LINE))
+def _item(value: str) -> str:
+    """One validated item as written: an IPv4 address bare, anything else double-quoted."""
+    return value if _BARE.match(value) else f'"{value}"'
+
+
+    """The inside of a flow sequence: validated items, ``_PER_LINE`` to a line."""
+    lines = (",".join(map(_item, items[s : s + _PER_LINE])) for s in range(0, len(items), _PER_LINE))
     return _LINE_BREAK.join(lines)
 
 
 def _item_costs(items: Sequence[str]) -> list[int]:
     """Cumulative byte costs: an upper bound of :func:`_item_text` for any slice ``items[s:e]``
-    (``cum[e] - cum[s]``): each item ``len + 3``, plus a line break at every multiple of ``_PER_LINE``."""
+    (``cum[e] - cum[s]``): each item as :func:`_item` writes it plus a comma, and a line break at every multiple of
+    ``_PER_LINE``."""
     brk = len(_LINE_BREAK) - 1
-    return list(accumulate((len(i) + _ITEM_OVERHEAD + (brk if n % _PER_LINE == 0 else 0) for n, i in enumerate(items)),
+    return list(accumulate((len(_item(i)) + 1 + (brk if n % _PER_LINE == 0 else 0) for n, i in enumerate(items)),
                            initial=0))  # fmt: skip
 
 
