@@ -1,7 +1,12 @@
-"""Benchmark: `falco-misp render` end to end (PyMISP fetch from the MISP emulator -> shards) and the pure pipeline.
+"""Benchmarks of issue 14, the four tables in one command; writes bench/RESULTS.md.
 
-    .venv/bin/python bench/run.py                 # 10k, 100k and 1M attributes; writes bench/RESULTS.md
-    .venv/bin/python bench/run.py --sizes 10000   # a quick look
+    .venv/bin/python bench/run.py                 # everything (about 20 minutes on 2 cores)
+    .venv/bin/python bench/run.py --sizes 10000 --cost-sizes 300000 --refresh-sizes 20000   # a quicker look
+
+1. Falco's cost per connect and 2. files and load time, by the cost model (bench/falco_cost.py);
+3. MISP's load per refresh, full against incremental (bench/refresh.py);
+4. the pipeline: `falco-misp render` end to end (PyMISP fetch from the MISP emulator -> shards) and the pure
+   pipeline, before (no read-ahead) and after.
 
 Synthetic data, generated from a fixed seed: mostly IPv4, some IPv6, CIDRs of varied length, a few domains,
 ~5 % invalid values, ~20 % duplicates, tags and orgs for the filters. The emulator (tests/emulators/misp.py) runs
@@ -135,8 +140,13 @@ def main() -> int:
     parser.add_argument("--extra-page-sizes", type=int, nargs="*", default=[1_000, 20_000],
                         help="page sizes also run at the largest size (peak RSS vs page size)")  # fmt: skip
     parser.add_argument("--prefetch", type=int, default=2, help="read-ahead pages of the 'after' runs")
+    parser.add_argument("--cost-sizes", type=int, nargs="*", default=[300_000, 1_000_000],
+                        help="attributes for the Falco cost tables (none: skip them)")  # fmt: skip
+    parser.add_argument("--refresh-sizes", type=int, nargs="*", default=[100_000, 1_000_000],
+                        help="attributes for the refresh table (none: skip it)")  # fmt: skip
     parser.add_argument("--no-write", action="store_true", help="print only, do not write bench/RESULTS.md")
     args = parser.parse_args()
+    sections = [cost_section(args.cost_sizes), refresh_section(args.refresh_sizes)]
     rows: list[dict[str, Any]] = []
     for size in args.sizes:
         events = generate(size)
@@ -176,21 +186,45 @@ def main() -> int:
     print()
     print(text.split("\n\n", 2)[-1])
     if not args.no_write:
-        write_section(REPO / "bench" / "RESULTS.md", text)
+        (REPO / "bench" / "RESULTS.md").write_text("\n".join([text, *filter(None, sections)]))
     return 0
 
 
-def write_section(path: Path, text: str) -> None:
-    """This bench's section of ``path`` replaced by ``text``; sections other benches append (from their first
-    ``# `` or ``## `` heading after this one's) are kept."""
-    rest = ""
-    if path.exists():
-        lines = path.read_text().splitlines(keepends=True)
-        for i, line in enumerate(lines[1:], 1):
-            if line.startswith(("# ", "## ")):
-                rest = "".join(lines[i:])
-                break
-    path.write_text(text + ("\n" + rest if rest else ""))
+def cost_section(sizes: list[int]) -> str:
+    """Goals 1 and 2: bench/falco_cost.py's tables for ``sizes``, printed as they come."""
+    if not sizes:
+        return ""
+    import falco_cost  # noqa: PLC0415 - its renderer import and data generator are only needed here
+
+    lines = ["## Falco's cost per connect and load time (issue 14, goals 1 and 2)", "",
+             "Command: this one (`bench/falco_cost.py` alone prints the same). " + falco_cost.MODEL_NOTE]  # fmt: skip
+    print("\n".join(lines), flush=True)
+
+    def out(line: str) -> None:
+        print(line, flush=True)
+        lines.append(line)
+
+    for size in sizes:
+        falco_cost.run(size, 2_000, experiments=size == 300_000, out=out)
+    return "\n".join(lines) + "\n"
+
+
+def refresh_section(sizes: list[int]) -> str:
+    """Goal 3: bench/refresh.py's table for ``sizes``."""
+    if not sizes:
+        return ""
+    import refresh  # noqa: PLC0415 - counts the emulator's bytes from its import on
+
+    lines = refresh.HEADER.splitlines()
+    print("\n".join(lines), flush=True)
+
+    def out(line: str) -> None:
+        print(line, flush=True)
+        lines.append(line)
+
+    for size in sizes:
+        refresh.run(size, out)
+    return "\n".join(lines) + "\n"
 
 
 def table(rows: list[dict[str, Any]], header: bool = True) -> str:
