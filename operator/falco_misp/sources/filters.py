@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Iterator
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
-from falco_misp.feed.model import FilterSet
+from falco_misp.feed.model import FilterSet, TagFilter
 from falco_misp.sources.attributes import Attribute
 
 
@@ -88,12 +88,17 @@ def matches(attr: Attribute, filters: FilterSet, now: int) -> bool:
         return False
     if filters.published_within_seconds is not None and attr.publish_timestamp < now - filters.published_within_seconds:
         return False
-    tags = filters.tags
-    if tags.any and not any(_has_tag(attr.tags, p) for p in tags.any):
+    return not filters.tags or _tags_pass(filters.tags, attr.tags)
+
+
+@lru_cache(maxsize=16_384)
+def _tags_pass(tags: TagFilter, have: tuple[str, ...]) -> bool:
+    """Whether an attribute's tags satisfy ``tags``: remembered, as a feed's attributes share few tag sets."""
+    if tags.any and not any(_has_tag(have, p) for p in tags.any):
         return False
-    if tags.all and not all(_has_tag(attr.tags, p) for p in tags.all):
+    if tags.all and not all(_has_tag(have, p) for p in tags.all):
         return False
-    return not (tags.none and any(_has_tag(attr.tags, p) for p in tags.none))
+    return not (tags.none and any(_has_tag(have, p) for p in tags.none))
 
 
 def select(attributes: Iterable[Attribute], filter_sets: tuple[FilterSet, ...], now: int) -> Iterator[Attribute]:
