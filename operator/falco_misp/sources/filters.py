@@ -13,8 +13,8 @@ Pure: ``now`` is passed in.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Iterator
-from functools import cache, lru_cache
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from functools import cache
 from typing import Any
 
 from falco_misp.feed.model import FilterSet, TagFilter
@@ -60,7 +60,7 @@ def _like(pattern: str) -> re.Pattern[str]:
     return re.compile("^" + ".*".join(re.escape(part) for part in pattern.split("%")) + "$", re.IGNORECASE | re.DOTALL)
 
 
-def _has_tag(tags: tuple[str, ...], pattern: str) -> bool:
+def _has_tag(tags: Sequence[str], pattern: str) -> bool:
     rx = _like(pattern)
     return any(rx.match(t) for t in tags)
 
@@ -72,6 +72,11 @@ def org_matches(orgs: tuple[str, ...], org: str, org_id: str) -> bool:
 
 def matches(attr: Attribute, filters: FilterSet, now: int) -> bool:
     """Whether one attribute passes one filter set."""
+    return _fields_pass(attr, filters, now) and (not filters.tags or _tags_pass(filters.tags, attr.tags))
+
+
+def _fields_pass(attr: Attribute, filters: FilterSet, now: int) -> bool:
+    """Every condition of ``filters`` but the tags."""
     if attr.type not in filters.types:
         return False
     if filters.to_ids is not None and attr.to_ids != filters.to_ids:
@@ -86,14 +91,12 @@ def matches(attr: Attribute, filters: FilterSet, now: int) -> bool:
         return False
     if filters.max_age_seconds is not None and attr.timestamp < now - filters.max_age_seconds:
         return False
-    if filters.published_within_seconds is not None and attr.publish_timestamp < now - filters.published_within_seconds:
-        return False
-    return not filters.tags or _tags_pass(filters.tags, attr.tags)
+    return not (
+        filters.published_within_seconds is not None and attr.publish_timestamp < now - filters.published_within_seconds
+    )
 
 
-@lru_cache(maxsize=16_384)
-def _tags_pass(tags: TagFilter, have: tuple[str, ...]) -> bool:
-    """Whether an attribute's tags satisfy ``tags``: remembered, as a feed's attributes share few tag sets."""
+def _tags_pass(tags: TagFilter, have: Sequence[str]) -> bool:
     if tags.any and not any(_has_tag(have, p) for p in tags.any):
         return False
     if tags.all and not all(_has_tag(have, p) for p in tags.all):
@@ -101,17 +104,31 @@ def _tags_pass(tags: TagFilter, have: tuple[str, ...]) -> bool:
     return not (tags.none and any(_has_tag(have, p) for p in tags.none))
 
 
+_MEMO_MAX = 16_384
+
+
+def _predicate(filters: FilterSet, now: int) -> Callable[[Attribute], bool]:
+    """:func:`matches` for one filter set, the tag check remembered per tag tuple (a feed's attributes share few)."""
+    if not filters.tags:
+        return lambda a: _fields_pass(a, filters, now)
+    seen: dict[tuple[str, ...], bool] = {}
+
+    def predicate(a: Attribute) -> bool:
+        if not _fields_pass(a, filters, now):
+            return False
+        passed = seen.get(a.tags)
+        if passed is None:
+            if len(seen) >= _MEMO_MAX:
+                seen.clear()
+            passed = seen[a.tags] = _tags_pass(filters.tags, a.tags)
+        return passed
+
+    return predicate
+
+
 def select(attributes: Iterable[Attribute], filter_sets: tuple[FilterSet, ...], now: int) -> Iterator[Attribute]:
     """Attributes passing any of the filter sets (OR), in input order."""
-    predicate: Callable[[Attribute], bool]
-    if len(filter_sets) == 1:
-        only = filter_sets[0]
-
-        def predicate(a: Attribute) -> bool:
-            return matches(a, only, now)
-    else:
-
-        def predicate(a: Attribute) -> bool:
-            return any(matches(a, f, now) for f in filter_sets)
-
-    return (a for a in attributes if predicate(a))
+    predicates = [_predicate(f, now) for f in filter_sets]
+    if len(predicates) == 1:
+        return filter(predicates[0], attributes)
+    return (a for a in attributes if any(p(a) for p in predicates))
