@@ -3,19 +3,30 @@
 One :class:`Metrics` object per operator process, created by ``falco-misp run`` and kept in kopf's memo (no
 module-level registry). Its own registry is served on the metrics port next to kopf's liveness endpoint.
 Labels are the feed (``namespace/name``) and small fixed sets (kind, reason), never indicator values.
+
+The chart's PrometheusRule and Grafana dashboard (issue 17) use only the names defined here; a feed's state
+(``falco_misp_feed_*``, :meth:`Metrics.observe_feed`) is exported as gauges so that each alert is one PromQL
+expression: "stale" is ``time() - last_success > 3 * refresh_interval``, "not Ready" is ``feed_ready == 0``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.metrics import MetricWrapperBase
 
-from falco_misp.conditions import DEGRADED, condition, parse_time
+from falco_misp.conditions import DEGRADED, READY, condition, parse_time
+from falco_misp.errors import SpecError
+from falco_misp.feed.parse import parse_duration
 
 ROLLOUT_REASONS = frozenset({"RolloutTriggered"})
+DROP_HELD_BACK = "DropLimitExceeded"
+"""The Degraded reason of a sync whose list shrank by more than ``limits.maxDropPercent`` (nothing written)."""
+DEFAULT_REFRESH_SECONDS = 3600
+"""``refresh.interval`` when the spec does not say (the CRD's default)."""
 
 
 class Metrics:
@@ -50,11 +61,35 @@ class Metrics:
             "falco_misp_delivery_pods_current", "Of those, the pods that loaded the feed's current rules", ["feed"],
             registry=r,
         )  # fmt: skip
+        # A feed's state, from its status and spec after every outcome (observe_feed): what the alerts read.
+        self.ready = Gauge(
+            "falco_misp_feed_ready", "1 while condition Ready is True (the current spec's rules are in Falco's "
+            "ConfigMaps), else 0", ["feed"], registry=r,
+        )  # fmt: skip
+        self.degraded = Gauge(
+            "falco_misp_feed_degraded", "1 while condition Degraded is True, labelled with its reason (no series "
+            "when not degraded)", ["feed", "reason"], registry=r,
+        )  # fmt: skip
+        self.drop_held_back = Gauge(
+            "falco_misp_drop_held_back", "1 while the latest sync held a shrunken list back (Degraded reason "
+            "DropLimitExceeded: more than limits.maxDropPercent fewer indicators; nothing written), else 0",
+            ["feed"], registry=r,
+        )  # fmt: skip
+        self.refresh_interval = Gauge(
+            "falco_misp_feed_refresh_interval_seconds", "The feed's spec.refresh.interval", ["feed"], registry=r
+        )
+        self.suspended = Gauge(
+            "falco_misp_feed_suspended", "1 when the feed's spec.suspend is true (no syncs on purpose), else 0",
+            ["feed"], registry=r,
+        )  # fmt: skip
         self._rejected_reasons: dict[str, set[str]] = {}  # per feed, to drop reasons that no longer occur
+        self._degraded_reasons: dict[str, str] = {}  # per feed, the reason of its degraded series
 
-    def serve(self, port: int, address: str = "0.0.0.0") -> None:  # noqa: S104 - a pod listens on all interfaces
-        """Serve ``/metrics`` from a background thread."""
-        start_http_server(port, addr=address, registry=self.registry)
+    def serve(self, port: int, address: str = "0.0.0.0") -> WSGIServer:  # noqa: S104 - a pod listens on all interfaces
+        """Serve ``/metrics`` from a background thread; the server is returned so a test can stop it (port 0: any
+        free port, ``server.server_port``)."""
+        server, _thread = start_http_server(port, addr=address, registry=self.registry)
+        return server
 
     def observe_sync(
         self, feed: str, status: Mapping[str, Any], notices: tuple[str, ...], seconds: float, *, applied: bool
@@ -80,6 +115,27 @@ class Metrics:
         if last is not None:
             self.last_success.labels(feed).set(last.timestamp())
 
+    def observe_feed(self, feed: str, spec: Mapping[str, Any], status: Mapping[str, Any]) -> None:
+        """Record the feed's state after any outcome (sync, rollout, delivery check): conditions Ready and
+        Degraded, a held-back drop, the last success (kept in the status across failures and restarts), and the
+        refresh interval and suspension from the spec."""
+        ready = condition(status, READY) or {}
+        self.ready.labels(feed).set(1 if ready.get("status") == "True" else 0)
+        degraded = condition(status, DEGRADED) or {}
+        reason = str(degraded.get("reason") or "Unknown") if degraded.get("status") == "True" else None
+        previous = self._degraded_reasons.pop(feed, None)
+        if previous is not None and previous != reason:
+            self.degraded.remove(feed, previous)
+        if reason is not None:
+            self.degraded.labels(feed, reason).set(1)
+            self._degraded_reasons[feed] = reason
+        self.drop_held_back.labels(feed).set(1 if reason == DROP_HELD_BACK else 0)
+        last = parse_time(status.get("lastSuccess"))
+        if last is not None:
+            self.last_success.labels(feed).set(last.timestamp())
+        self.refresh_interval.labels(feed).set(refresh_seconds(spec))
+        self.suspended.labels(feed).set(1 if spec.get("suspend") is True else 0)
+
     def observe_rollout(self, feed: str, notices: tuple[str, ...]) -> None:
         """Record the rollouts a sync or a rollout-only timer step triggered (neither a sync nor a failure)."""
         if any(reason in ROLLOUT_REASONS for reason in notices):
@@ -95,8 +151,23 @@ class Metrics:
     def forget(self, feed: str) -> None:
         """Remove every series of a deleted feed."""
         forget_feed(feed, self.indicators, self.rejected, self.sync_seconds, self.last_success, self.failures,
-                    self.rollouts, self.delivery_pods, self.delivery_current)  # fmt: skip
+                    self.rollouts, self.delivery_pods, self.delivery_current, self.ready, self.degraded,
+                    self.drop_held_back, self.refresh_interval, self.suspended)  # fmt: skip
         self._rejected_reasons.pop(feed, None)
+        self._degraded_reasons.pop(feed, None)
+
+
+def refresh_seconds(spec: Mapping[str, Any]) -> int:
+    """``spec.refresh.interval`` in seconds (the default when absent or unreadable: an invalid spec is reported by
+    the sync, not here)."""
+    refresh = spec.get("refresh")
+    value = refresh.get("interval") if isinstance(refresh, Mapping) else None
+    if value is None:
+        return DEFAULT_REFRESH_SECONDS
+    try:
+        return parse_duration(value, "spec.refresh.interval")
+    except SpecError:
+        return DEFAULT_REFRESH_SECONDS
 
 
 def forget_feed(feed: str, *metrics: MetricWrapperBase) -> None:

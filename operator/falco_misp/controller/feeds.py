@@ -239,6 +239,7 @@ def report_outcome(
     for notice in outcome.notices:
         kopf.event(body, type=notice.type, reason=notice.reason, message=notice.message)
     if outcome.failure is Failure.TEMPORARY:
+        metrics.observe_feed(feed_ref(body), body.get("spec") or {}, outcome.status)  # what the alerts read
         delay = retry_delay(retry, tuning.retry_base_seconds, tuning.retry_max_seconds)
         raise kopf.TemporaryError(outcome.message, delay=delay)
     if outcome.failure is Failure.PERMANENT:
