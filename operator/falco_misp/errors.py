@@ -5,6 +5,8 @@
   last good rules and retry.
 - ``RenderError``: the indicators cannot be turned into rules within the configured bounds (too many shards).
   The user must change a limit or a filter.
+- ``RegistryError``: pushing the rules to an OCI registry failed (unreachable, credentials or push refused). The
+  registry's tags keep the last good rules; transient unless the reason says the reference or credentials are bad.
 
 Messages never contain secrets: callers pass field paths and values, never auth keys.
 """
@@ -36,3 +38,13 @@ class SourceError(FalcoMispError):
 
 class RenderError(FalcoMispError):
     """The indicators do not fit the configured output bounds."""
+
+
+class RegistryError(FalcoMispError):
+    """Pushing rules to an OCI registry failed. ``reason``: ``BadReference``, ``BadCredentials``,
+    ``RegistryUnreachable``, ``RegistryAuthFailed``, ``PushRefused`` or ``BadAnswer``. Never holds a credential."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
+        self.message = message
