@@ -168,10 +168,24 @@ def _add_alert_options(run: argparse.ArgumentParser) -> None:
         "--alerts-max-body-bytes", type=int, default=64 * 1024, metavar="N", help="largest body (default 65536)"
     )
     alerts.add_argument(
-        "--alerts-rate", type=float, default=50.0, metavar="N", help="requests per second, all senders (default 50)"
+        "--alerts-rate", type=float, default=50.0, metavar="N", help="requests per second, per sender (default 50)"
     )
-    alerts.add_argument("--alerts-burst", type=int, default=200, metavar="N", help="requests at once (default 200)")
-    alerts.add_argument("--alerts-tls-cert", type=Path, metavar="FILE", help="serve HTTPS with this PEM certificate")
+    alerts.add_argument(
+        "--alerts-burst", type=int, default=200, metavar="N", help="requests at once, per sender (default 200)"
+    )
+    alerts.add_argument(
+        "--alerts-max-senders",
+        type=int,
+        default=10_000,
+        metavar="N",
+        help="senders (peer addresses) whose rate is tracked, least recently seen forgotten first (default 10000)",
+    )
+    alerts.add_argument(
+        "--alerts-tls-cert",
+        type=Path,
+        metavar="FILE",
+        help="serve HTTPS (TLS 1.2+) with this PEM certificate (chain), re-read when it changes (a mounted Secret)",
+    )
     alerts.add_argument("--alerts-tls-key", type=Path, metavar="FILE", help="the PEM key of --alerts-tls-cert")
     alerts.add_argument(
         "--cluster-name",
@@ -205,6 +219,8 @@ def _setup_alerts(args: argparse.Namespace, registry: Any, memo: Any) -> str | N
         return f"--alerts-port needs a token of at least {MIN_TOKEN_CHARS} characters in {where}"
     if (args.alerts_tls_cert is None) != (args.alerts_tls_key is None):
         return "--alerts-tls-cert and --alerts-tls-key go together"
+    if args.alerts_max_senders < 1:
+        return "--alerts-max-senders must be at least 1"
     metrics = ReportingMetrics(memo["metrics"].registry) if "metrics" in memo else None
     reporter = Reporter(ReporterConfig(cluster=args.cluster_name, max_queue=args.sightings_queue), metrics=metrics)
     config = IntakeConfig(
@@ -215,6 +231,7 @@ def _setup_alerts(args: argparse.Namespace, registry: Any, memo: Any) -> str | N
         max_body_bytes=args.alerts_max_body_bytes,
         rate_per_second=args.alerts_rate,
         burst=args.alerts_burst,
+        max_senders=args.alerts_max_senders,
         tls_cert=args.alerts_tls_cert,
         tls_key=args.alerts_tls_key,
     )

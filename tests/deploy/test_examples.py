@@ -21,6 +21,7 @@ import yaml
 from packaging.version import Version
 
 from deploy.chartkit import CRD_SOURCE, REPO, chart, kube_errors, load_yaml_docs
+from falco_misp.feed.allowlist import ALLOW_LIST_KIND, parse_allow_list
 from falco_misp.feed.model import KIND
 from falco_misp.feed.parse import parse_feed
 
@@ -98,7 +99,8 @@ def example_documents() -> list[tuple[str, dict[str, Any]]]:
     kustomized = {str((GITOPS / r).relative_to(EXAMPLES)) for r in kustomization()["resources"]}
     for path in sorted(EXAMPLES.rglob("*.yaml")):
         rel = str(path.relative_to(EXAMPLES))
-        if rel in falco_values_files() or path.name == "kustomization.yaml":
+        # examples/alerts/ (chart values and cert-manager objects): tests/deploy/test_alert_endpoint_chart.py
+        if rel in falco_values_files() or path.name == "kustomization.yaml" or rel.startswith("alerts/"):
             continue
         for doc in load_yaml_docs(path):
             assert isinstance(doc, dict) and "kind" in doc, f"{rel}: not a manifest"
@@ -115,7 +117,12 @@ def feeds_in(name: str) -> list[dict[str, Any]]:
 
 DOCUMENTS = example_documents()
 FEEDS = [(p, d) for p, d in DOCUMENTS if d["kind"] == KIND]
-OTHERS = [(p, d) for p, d in DOCUMENTS if d["kind"] != KIND and d["apiVersion"] != "argoproj.io/v1alpha1"]
+ALLOW_LISTS = [(p, d) for p, d in DOCUMENTS if d["kind"] == ALLOW_LIST_KIND]
+OTHERS = [
+    (p, d)
+    for p, d in DOCUMENTS
+    if d["kind"] not in (KIND, ALLOW_LIST_KIND) and d["apiVersion"] != "argoproj.io/v1alpha1"
+]
 
 
 def _id(value: object) -> str:
@@ -211,6 +218,20 @@ def test_example_feeds_work_with_the_default_chart_rbac() -> None:
         assert feed.spec.falco.namespace in falco_namespaces, path
         if feed.spec.falco.daemon_set and values["falco"]["daemonSetNames"]:
             assert feed.spec.falco.daemon_set in values["falco"]["daemonSetNames"], path
+
+
+# ----------------------------------------------------------------------------------------------- MispAllowLists
+def test_allow_lists_pass_their_crd_schema_and_the_parser() -> None:
+    (crd,) = load_yaml_docs(CRD_SOURCE.parent / "mispallowlists.falco-misp.io.yaml")
+    (version,) = crd["spec"]["versions"]
+    validator = jsonschema.Draft202012Validator(to_json_schema(version["schema"]["openAPIV3Schema"]))
+    assert ALLOW_LISTS, "examples/allow-list.yaml holds one"
+    for path, doc in ALLOW_LISTS:
+        assert schema_errors(validator, doc) == [], path
+        assert parse_allow_list(doc).name == doc["metadata"]["name"]
+    bad = copy.deepcopy(ALLOW_LISTS[0][1])
+    bad["spec"]["networkz"] = []
+    assert schema_errors(validator, bad) != []
 
 
 # ------------------------------------------------------------------------------------------- other manifests

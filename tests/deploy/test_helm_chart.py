@@ -218,6 +218,9 @@ def test_default_rbac_is_cluster_wide_for_feeds_and_scoped_for_falco(rendered: d
         ("watch", "falco-misp.io/mispfeeds", None, None),
         ("patch", "falco-misp.io/mispfeeds", None, None),
         ("patch", "falco-misp.io/mispfeeds/status", None, None),
+        ("get", "falco-misp.io/mispallowlists", None, None),  # cluster-scoped: read before a sync, watched
+        ("list", "falco-misp.io/mispallowlists", None, None),
+        ("watch", "falco-misp.io/mispallowlists", None, None),
         ("create", "events", None, None),
         ("get", "secrets", None, None),
         ("list", "configmaps", "falco", None),
@@ -250,6 +253,9 @@ def test_namespaced(rendered: dict[str, Rendered]) -> None:
         ("watch", "apiextensions.k8s.io/customresourcedefinitions"),
         ("list", "namespaces"),  # kopf matches the namespaces it serves against the cluster's
         ("watch", "namespaces"),
+        ("get", "falco-misp.io/mispallowlists"),  # cluster-scoped whatever the namespaces watched
+        ("list", "falco-misp.io/mispallowlists"),
+        ("watch", "falco-misp.io/mispallowlists"),
     }
     for namespace in ("security", "team-b"):
         local = {(g.verb, g.resource, g.names) for g in granted if g.namespace == namespace}
@@ -429,14 +435,18 @@ def test_schema_accepts_the_defaults_and_every_case() -> None:
 
 # ------------------------------------------------------------------------------------------- chart, CRD, lint
 def test_crd_is_deploy_crds_byte_for_byte() -> None:
+    sources = sorted(CRD_SOURCE.parent.glob("*.yaml"))  # MispFeed and MispAllowList
     files = sorted(p.name for p in (CHART / "crds").iterdir())
-    assert files == [CRD_SOURCE.name]
-    assert (CHART / "crds" / CRD_SOURCE.name).read_bytes() == CRD_SOURCE.read_bytes()
-    (loaded,) = chart().crds  # what Helm installs before the templates
-    assert loaded["filename"].endswith(f"crds/{CRD_SOURCE.name}")
-    assert loaded["data"] == CRD_SOURCE.read_text(encoding="utf-8")
-    (crd,) = load_yaml_docs(CRD_SOURCE)
-    assert kube_errors(crd) == []
+    assert files == [p.name for p in sources]
+    assert CRD_SOURCE in sources
+    loaded = sorted(chart().crds, key=lambda c: c["filename"])  # what Helm installs before the templates
+    assert len(loaded) == len(sources)
+    for source, installed in zip(sources, loaded, strict=True):
+        assert (CHART / "crds" / source.name).read_bytes() == source.read_bytes()
+        assert installed["filename"].endswith(f"crds/{source.name}")
+        assert installed["data"] == source.read_text(encoding="utf-8")
+        (crd,) = load_yaml_docs(source)
+        assert kube_errors(crd) == []
 
 
 def test_chart_metadata_and_lint() -> None:

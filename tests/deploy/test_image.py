@@ -320,4 +320,4 @@ def test_image_recipe_builds_installs_and_runs(tmp_path: Path) -> None:
     _run(["falco-misp", "render", "--feed", str(feed), "--out", str(work / "out"), "--quiet"], env=run_env, cwd=work)
     (rules,) = (work / "out").glob("*.yaml")
     text = rules.read_text(encoding="utf-8")
-    assert "- rule:" in text and '"203.0.113.21"' in text
+    assert "- rule:" in text and re.search(r"[\[,]203\.0\.113\.21[,\]]", text)

@@ -17,7 +17,7 @@ from typing import Any
 
 import kmock
 import pytest
-from kubetest import EXPECTED_CALLS, FEEDS, TEST_CLIENT, FakeClock
+from kubetest import ALLOW_LISTS, EXPECTED_CALLS, FEEDS, TEST_CLIENT, FakeClock
 
 from emulators.misp import MispEmulator
 from k8s.crdcheck import load_crd, pruned_fields, schema_of
@@ -47,6 +47,12 @@ def resources(kmock: kmock.KubernetesEmulator) -> None:
         namespaced=True,
         verbs={"list", "watch", "get", "patch", "create", "delete"},
         subresources={"status"},
+    )
+    kmock.resources[ALLOW_LISTS] = kmock.ResourceInfo(
+        kind="MispAllowList",
+        singular="mispallowlist",
+        namespaced=False,
+        verbs={"list", "watch", "get", "create", "patch", "delete"},
     )
 
 

@@ -28,6 +28,7 @@ from falco_misp.delivery.kube import KubeClient
 
 GROUP, VERSION, PLURAL = "falco-misp.io", "v1alpha1", "mispfeeds"
 FEEDS = f"{GROUP}/{VERSION}/{PLURAL}"
+ALLOW_LISTS = f"{GROUP}/{VERSION}/mispallowlists"
 CONFIGMAPS, DAEMONSETS, SECRETS, EVENTS = "v1/configmaps", "apps/v1/daemonsets", "v1/secrets", "v1/events"
 START = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 
@@ -43,6 +44,9 @@ EXPECTED_CALLS = frozenset({
     ("list", "namespaces"),  # kopf, when watching namespaces by pattern
     ("watch", "namespaces"),
     ("get", "secrets"),
+    ("get", "falco-misp.io/mispallowlists"),  # the allow-lists a feed names, read before each sync
+    ("list", "falco-misp.io/mispallowlists"),  # watched: a change syncs the feeds naming the list
+    ("watch", "falco-misp.io/mispallowlists"),
     ("create", "events"),
     ("list", "configmaps"),
     ("create", "configmaps"),
@@ -52,6 +56,11 @@ EXPECTED_CALLS = frozenset({
     ("get", "apps/daemonsets"),
     ("list", "apps/daemonsets"),
     ("patch", "apps/daemonsets"),
+    # delivery.mode Rulesfiles (issue 16; chart value falco.rulesfiles): the falco-operator's Rulesfiles
+    ("list", "artifact.falcosecurity.dev/rulesfiles"),
+    ("create", "artifact.falcosecurity.dev/rulesfiles"),
+    ("patch", "artifact.falcosecurity.dev/rulesfiles"),
+    ("delete", "artifact.falcosecurity.dev/rulesfiles"),
 })  # fmt: skip
 # Marks for a module of operator tests: kmock with our resource, the record of the operator's calls.
 OPERATOR_TEST = [
@@ -229,6 +238,18 @@ async def create(kmock: kmock.KubernetesEmulator, body: dict[str, Any]) -> None:
         body["kind"]
     ]
     resp = await kmock.post(f"{api}/namespaces/{meta['namespace']}/{plural}", json=body)
+    assert resp.status == 200, await resp.text()
+
+
+def allow_list_url(name: str = "") -> str:
+    """The cluster-scoped MispAllowLists (``name``: one of them)."""
+    return f"/apis/{GROUP}/{VERSION}/mispallowlists" + (f"/{name}" if name else "")
+
+
+async def create_allow_list(kmock: kmock.KubernetesEmulator, name: str, spec: dict[str, Any]) -> None:
+    """POST a MispAllowList (cluster-scoped) the way kubectl would."""
+    body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "MispAllowList", "metadata": {"name": name}, "spec": spec}
+    resp = await kmock.post(allow_list_url(), json=body)
     assert resp.status == 200, await resp.text()
 
 

@@ -244,6 +244,7 @@ MAXIMAL_FILTERS: dict[str, Any] = {
 MAXIMAL_REST: dict[str, Any] = {
     "exclusions": {
         "cidrs": ["198.51.100.0/24"], "values": ["example.org"], "keepNonGlobal": False, "keepDocumentation": False,
+        "allowLists": ["corp-egress"],
     },
     "limits": {
         "maxIndicators": 1000, "maxDropPercent": 50, "minPrefixV4": 16, "minPrefixV6": 32, "maxDomains": 10,
@@ -253,8 +254,12 @@ MAXIMAL_REST: dict[str, Any] = {
         "namespace": "falco", "daemonSet": "falco", "selector": "app.kubernetes.io/name=falco",
         "configMapPrefix": "misp-all", "maxShards": 4, "directions": ["inbound", "outbound"], "priority": "warning",
         "tags": ["misp"], "domains": True, "rollout": "HotReload", "minRolloutInterval": "10m", "shardBytes": 65536,
+        "exceptions": [{"name": "scanner", "fields": ["proc.name", "fd.sport"], "comps": ["=", "in"],
+                        "values": [["nessusd", [443, "8443"]]],
+                        "appliesTo": {"directions": ["outbound"], "kinds": ["addresses", "networks"]}}],
     },
     "refresh": {"interval": "1h"},
+    "suspend": False,
     "reporting": {
         "sightings": {"enabled": True, "source": "{cluster}/{node}", "dedupWindow": "30m"},
         "events": {
@@ -263,6 +268,25 @@ MAXIMAL_REST: dict[str, Any] = {
         },
     },
 }  # fmt: skip
+MAXIMAL_DELIVERY: dict[str, Any] = {
+    "mode": "Rulesfiles",
+    "rulesfile": {
+        "priority": 70,
+        "selector": {
+            "matchLabels": {"kubernetes.io/os": "linux"},
+            "matchExpressions": [{"key": "topology.kubernetes.io/zone", "operator": "NotIn", "values": ["z"]}],
+        },
+    },
+}
+MAXIMAL_OCI: dict[str, Any] = {
+    "reference": "registry.example.org:5000/security/misp-rules:stable",
+    "credentialsSecretRef": {"name": "push-creds"},
+    "caSecretRef": {"name": "registry-ca", "key": "ca.crt"},
+    "plainHTTP": False,
+    "insecureSkipVerify": False,
+    "rulesfile": True,
+    "pullSecretRef": {"name": "pull-creds"},
+}
 LOCATION = {"url": "https://feeds.example.org/x", "verifyTLS": True, "timeoutSeconds": 10}
 MAXIMAL_SOURCES: list[dict[str, Any]] = [
     {
@@ -292,6 +316,12 @@ def maximal_specs() -> Iterator[dict[str, Any]]:
         rest = copy.deepcopy(MAXIMAL_REST)
         if "misp" not in source:  # reporting writes to the MISP server the feed reads
             rest["reporting"] = {"sightings": {"enabled": False}, "events": {"enabled": False}}
+        if "file" in source:  # the falco-operator's Rulesfiles: no DaemonSet (issue 16)
+            rest["falco"].pop("daemonSet")
+            rest["falco"]["delivery"] = copy.deepcopy(MAXIMAL_DELIVERY)
+        if "mispFeed" in source:  # an OCI registry, and a Rulesfile pinned to the pushed digest (issue 16)
+            rest["falco"].pop("daemonSet")
+            rest["falco"]["delivery"] = {**copy.deepcopy(MAXIMAL_DELIVERY), "mode": "OCI", "oci": dict(MAXIMAL_OCI)}
         if "text" in source:  # a text list takes no filters (its types are source.text.types)
             yield {"source": copy.deepcopy(source), **rest}
         else:
@@ -317,7 +347,7 @@ def test_schema_has_exactly_the_fields_spec_py_reads(schema: dict[str, Any], mon
     read = {p for p in read if p.startswith("spec.")}
     in_schema: set[str] = set()
     for path, _node in nodes(schema["properties"]["spec"], "spec"):
-        if path != "spec" and not path.endswith("[]"):
+        if path != "spec" and not path.endswith(("[]", ".*")):  # a map's values are read through its key
             in_schema.add(re.sub(r"\[\]\.", "[].", path))
     # feed/parse.py reads list items through the list's key; the schema names the items' properties with "[]".
     assert sorted(in_schema - read) == []

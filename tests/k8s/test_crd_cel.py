@@ -54,6 +54,14 @@ def misp(**fields: Any) -> dict[str, Any]:
     return {"misp": {**copy.deepcopy(MISP["misp"]), **fields}}
 
 
+OCI = {"reference": "registry.example.org/security/misp-rules"}
+
+
+def selecting(selector: dict[str, Any]) -> dict[str, Any]:
+    """A feed delivering Rulesfiles to the nodes ``selector`` matches."""
+    return doc({"falco": {"delivery": {"mode": "Rulesfiles", "rulesfile": {"selector": selector}}}})
+
+
 # Feeds that pass every rule, at the rules' bounds.
 SAMPLES: dict[str, dict[str, Any]] = {
     "minimal-file": doc({}),
@@ -85,6 +93,49 @@ SAMPLES: dict[str, dict[str, Any]] = {
     "misp-defaults": doc(  # defaulted: debounce 10s, interval 1h, dedupWindow 1h, expandPrefix 0
         {"source": misp(zmq={"url": ZMQ}), "limits": {}, "refresh": {}, "reporting": {"sightings": {}, "events": {}}}
     ),
+    "rulesfiles-with-a-node-selector": doc(
+        {
+            "falco": {
+                "rollout": "HotReload",
+                "delivery": {
+                    "mode": "Rulesfiles",
+                    "rulesfile": {
+                        "priority": 99,
+                        "selector": {
+                            "matchLabels": {"falco": "on"},
+                            "matchExpressions": [
+                                {"key": "topology.kubernetes.io/zone", "operator": "In", "values": ["a", "b"]},
+                                {"key": "node-role.kubernetes.io/control-plane", "operator": "DoesNotExist"},
+                            ],
+                        },
+                    },
+                },
+            }
+        }
+    ),
+    "oci-with-a-pinned-rulesfile": doc(
+        {
+            "falco": {
+                "delivery": {
+                    "mode": "OCI",
+                    "oci": {
+                        "reference": "registry.example.org:5000/security/misp-rules:stable",
+                        "credentialsSecretRef": {"name": "push-creds"},
+                        "caSecretRef": {"name": "registry-ca", "key": "ca.crt"},
+                        "rulesfile": True,
+                        "pullSecretRef": {"name": "pull-creds"},
+                    },
+                    "rulesfile": {"priority": 61},
+                }
+            }
+        }
+    ),
+    "oci-over-plain-http": doc(
+        {"falco": {"delivery": {"mode": "OCI", "oci": {"reference": "localhost/misp-rules", "plainHTTP": True}}}}
+    ),
+    "configmaps-delivery-with-a-daemonset": doc(
+        {"falco": {"daemonSet": "falco", "rollout": "Restart", "delivery": {"mode": "ConfigMaps"}}}
+    ),
     "static-feed-with-reporting-off": doc(
         {
             "source": {"mispFeed": {"url": "https://feeds.example.org/circl"}},
@@ -110,6 +161,46 @@ FAILING: dict[tuple[str, int], list[tuple[dict[str, Any], str]]] = {
     (".spec", 2): [
         (doc({"reporting": {"sightings": {"enabled": True}}}), ".spec.reporting"),
         (doc({"source": {"mispFeed": {"url": "f"}}, "reporting": {"events": {"enabled": True}}}), ".spec.reporting"),
+    ],
+    (".spec.falco", 0): [
+        (doc({"falco": {"daemonSet": "falco", "delivery": {"mode": "Rulesfiles"}}}), ".spec.falco"),
+        (doc({"falco": {"rollout": "Restart", "delivery": {"mode": "Rulesfiles"}}}), ".spec.falco"),
+        (doc({"falco": {"daemonSet": "falco", "delivery": {"mode": "OCI", "oci": OCI}}}), ".spec.falco"),
+    ],
+    (".spec.falco.delivery", 0): [
+        (doc({"falco": {"delivery": {"rulesfile": {"priority": 10}}}}), ".spec.falco.delivery.rulesfile"),
+        (doc({"falco": {"delivery": {"mode": "ConfigMaps", "rulesfile": {}}}}), ".spec.falco.delivery.rulesfile"),
+        (doc({"falco": {"delivery": {"mode": "OCI", "oci": OCI, "rulesfile": {}}}}), ".spec.falco.delivery.rulesfile"),
+    ],
+    (".spec.falco.delivery", 1): [
+        (doc({"falco": {"delivery": {"mode": "OCI"}}}), ".spec.falco.delivery"),
+        (doc({"falco": {"delivery": {"mode": "Rulesfiles", "oci": OCI}}}), ".spec.falco.delivery"),
+        (doc({"falco": {"delivery": {"oci": OCI}}}), ".spec.falco.delivery"),
+    ],
+    (".spec.falco.delivery.oci", 0): [
+        (
+            doc({"falco": {"delivery": {"mode": "OCI", "oci": {**OCI, "plainHTTP": True, **tls}}}}),
+            ".spec.falco.delivery.oci",
+        )
+        for tls in ({"caSecretRef": {"name": "ca", "key": "ca.crt"}}, {"insecureSkipVerify": True})
+    ],
+    (".spec.falco.delivery.oci", 1): [
+        (
+            doc({"falco": {"delivery": {"mode": "OCI", "oci": {**OCI, "pullSecretRef": {"name": "pull"}}}}}),
+            ".spec.falco.delivery.oci.pullSecretRef",
+        )
+    ],
+    (".spec.falco.delivery.rulesfile.selector", 0): [
+        (selecting({"matchExpressions": [e]}), ".spec.falco.delivery.rulesfile.selector")
+        for e in (
+            {"key": "zone", "operator": "In"},
+            {"key": "zone", "operator": "NotIn", "values": []},
+            {"key": "zone", "operator": "Exists", "values": ["a"]},
+        )
+    ],
+    (".spec.falco.delivery.rulesfile.selector", 1): [
+        (selecting(s), ".spec.falco.delivery.rulesfile.selector")
+        for s in ({}, {"matchLabels": {}}, {"matchExpressions": []})
     ],
     (".spec.source", 0): [
         (doc({"source": {}}), ".spec.source"),

@@ -26,6 +26,7 @@ from kubetest import (
     cond,
     configmaps,
     create,
+    create_allow_list,
     daemonset_body,
     eventually,
     feed_body,
@@ -131,13 +132,15 @@ async def scenario(
     )
     for namespace in FEED_NAMESPACES:
         await create(emulator, secret_body(SECRET, namespace, misp.api_key))
+    await create_allow_list(emulator, "corp", {"networks": ["45.0.1.0/24"]})  # read (get) and watched (list, watch)
     mark = request_count(emulator)
 
     async with running_operator(emulator, clock, namespaces=namespaces):
         # One feed rolls the DaemonSet it names (get), the other finds it by label selector (list).
         named = misp_spec(
-            misp, SECRET, falco={"namespace": FALCO_NAMESPACE, "daemonSet": "falco", "rollout": "Restart"}
-        )
+            misp, SECRET, falco={"namespace": FALCO_NAMESPACE, "daemonSet": "falco", "rollout": "Restart"},
+            exclusions={"allowLists": ["corp"]},
+        )  # fmt: skip
         selected = misp_spec(
             misp,
             SECRET,
@@ -221,6 +224,7 @@ async def test_cluster_wide_rbac_matches_the_calls(
         "apiextensions.k8s.io/customresourcedefinitions",
         "falco-misp.io/mispfeeds",
         "falco-misp.io/mispfeeds/status",
+        "falco-misp.io/mispallowlists",
         "events",
         "secrets",
     }
@@ -231,7 +235,7 @@ async def test_namespaced_rbac_matches_the_calls(
 ) -> None:
     watched = list(FEED_NAMESPACES)
     calls = await scenario(kmock, misp, clock, namespaces=watched)
-    # Watching a fixed set: MispFeeds per namespace, nothing of ours cluster-wide.
+    # Watching a fixed set: MispFeeds per namespace; of ours, only the (cluster-scoped) MispAllowLists cluster-wide.
     assert {c.namespace for c in calls if c.resource == "falco-misp.io/mispfeeds" and c.verb == "watch"} == set(watched)
     cluster = {(c.verb, c.resource) for c in calls if c.namespace is None}
     assert cluster <= {
@@ -239,7 +243,11 @@ async def test_namespaced_rbac_matches_the_calls(
         ("watch", "apiextensions.k8s.io/customresourcedefinitions"),
         ("list", "namespaces"),
         ("watch", "namespaces"),
+        ("get", "falco-misp.io/mispallowlists"),
+        ("list", "falco-misp.io/mispallowlists"),
+        ("watch", "falco-misp.io/mispallowlists"),
     }
+    assert ("get", "falco-misp.io/mispallowlists") in cluster
     values = {"operator": {"watchNamespaces": watched}, "rbac": {"secrets": {"names": [SECRET]}}}
     granted = check_rbac(calls, values)
     secrets = {(g.namespace, g.names) for g in granted if g.resource == "secrets"}

@@ -1,23 +1,36 @@
-"""The alert endpoint over real HTTP on loopback: authentication, limits, shapes; it keeps serving after each 4xx."""
+"""The alert endpoint over real HTTP on loopback: authentication, limits per sender, shapes; it keeps serving after
+each 4xx. HTTPS: test_intake_tls.py."""
 
 from __future__ import annotations
 
 import base64
 import json
-import shutil
-import subprocess
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import kopf
 import pytest
 from prometheus_client import CollectorRegistry
-from reportkit import TOKEN, falco_alert, sidekick_alert
+from reportkit import OUTBOUND, TOKEN, attribute, falco_alert, make_feed, reporting_feed, sidekick_alert, wait_for
 
+from emulators.misp import MispEmulator
+from falco_misp import runner
+from falco_misp.cli import build_parser
 from falco_misp.metrics import ReportingMetrics
 from falco_misp.reporting.alerts import Alert
-from falco_misp.reporting.intake import AlertIntake, IntakeConfig, IntakeError, TokenBucket, TokenSource, authorized
+from falco_misp.reporting.intake import (
+    AlertIntake,
+    IntakeConfig,
+    IntakeError,
+    SenderLimits,
+    TokenBucket,
+    TokenSource,
+    authorized,
+)
+from falco_misp.reporting.sightings import Reporter, ReporterConfig
+from helpers import misp_event
 
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
 
@@ -149,6 +162,51 @@ async def test_rate_limit(session: aiohttp.ClientSession) -> None:
         await intake.stop()
 
 
+async def test_rate_limits_are_per_sender() -> None:
+    """A looping Falco on one node spends its own budget; the others still get through (issue 15)."""
+    clock = Clock()
+    sink = Sink()
+    config = IntakeConfig(port=0, address="127.0.0.1", token=TOKEN, rate_per_second=0.5, burst=2)
+    intake = await started(config, sink, clock=clock)
+    # Two peers on loopback: every 127.0.0.0/8 address is this host, the source address tells them apart.
+    noisy = aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=("127.0.0.2", 0)))
+    quiet = aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=("127.0.0.3", 0)))
+    try:
+
+        async def post(client: aiohttp.ClientSession, remote: str) -> int:
+            async with client.post(url(intake), json=falco_alert(remote), headers=BEARER) as resp:
+                return resp.status
+
+        assert [await post(noisy, "45.0.0.1") for _ in range(4)] == [202, 202, 429, 429]
+        assert [await post(quiet, "45.0.0.2") for _ in range(2)] == [202, 202]
+        assert await post(noisy, "45.0.0.1") == 429  # the quiet sender's budget did not refill the noisy one
+        assert len(intake.limits) == 2
+        clock.now += 2.0
+        assert await post(noisy, "45.0.0.1") == 202
+    finally:
+        await noisy.close()
+        await quiet.close()
+        await intake.stop()
+    assert sorted(a.fields["fd.sip"] for a in sink.alerts) == ["45.0.0.1"] * 3 + ["45.0.0.2"] * 2
+
+
+def test_sender_limits_keep_the_most_recent_senders_only() -> None:
+    clock = Clock()
+    limits = SenderLimits(rate=1.0, burst=1, max_senders=2, clock=clock)
+    assert [limits.take("10.0.0.1"), limits.take("10.0.0.2")] == [0.0, 0.0]
+    assert limits.take("10.0.0.1") > 0  # limited, and now the most recently seen
+    assert limits.take("10.0.0.3") == 0.0  # a third sender: 10.0.0.2, the least recently seen, is forgotten
+    assert (len(limits), limits.forgotten) == (2, 1)
+    assert limits.take("10.0.0.1") > 0  # still limited: the noisy sender was kept
+    assert limits.take("10.0.0.2") == 0.0  # forgotten, it starts again with a full burst
+    assert (len(limits), limits.forgotten) == (2, 2)
+    for n in range(1000):
+        limits.take(f"10.1.{n // 256}.{n % 256}")
+    assert len(limits) == 2  # memory stays bounded, whatever the number of senders
+    with pytest.raises(ValueError, match="max_senders"):
+        IntakeConfig(port=0, max_senders=0)
+
+
 def test_token_bucket() -> None:
     clock = Clock()
     bucket = TokenBucket(rate=10, burst=2, clock=clock)
@@ -222,20 +280,69 @@ async def test_port_in_use_is_an_intake_error() -> None:
         await first.stop()
 
 
-@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl to make a certificate")
-async def test_https(tmp_path: Path, session: aiohttp.ClientSession) -> None:
-    cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-         "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1"],
-        check=True, capture_output=True,
+async def test_a_token_holder_can_only_report_what_the_named_feed_lists(session: aiohttp.ClientSession) -> None:
+    """The token lets a sender say "this feed's rule fired for this address", never add intel: a sighting goes
+    only to an attribute of the feed the alert names (its rule and tag), for an address that feed's last sync
+    listed. Through the endpoint, the real reporter and PyMISP, to the MISP emulator (issue 15)."""
+
+    def uuid_of(event: int) -> str:  # helpers.misp_event's uuid of an event's first attribute
+        return f"00000000-0000-4000-8000-{event * 1000:012d}"
+
+    with MispEmulator() as misp:
+        misp.add_event(misp_event(42, [{"type": "ip-dst", "value": "45.0.0.7"}]))
+        misp.add_event(misp_event(43, [{"type": "ip-dst", "value": "45.0.0.8"}]))
+        team_a = reporting_feed(make_feed(namespace="team-a"), [attribute("45.0.0.7", uuid=uuid_of(42))],
+                                url=misp.url, key=misp.api_key, uid="a")  # fmt: skip
+        team_b = reporting_feed(make_feed(namespace="team-b"), [attribute("45.0.0.8", uuid=uuid_of(43))],
+                                url=misp.url, key=misp.api_key, uid="b")  # fmt: skip
+        reporter = Reporter(ReporterConfig(cluster="prod"), post_notice=lambda *args: None)
+        reporter.update_feed("team-a", "intel", team_a)
+        reporter.update_feed("team-b", "intel", team_b)
+        await reporter.start()
+        intake = await started(IntakeConfig(port=0, address="127.0.0.1", token=TOKEN), reporter.receive)  # type: ignore[arg-type]
+        a_rule, a_tags = f"misp_team_a_intel_0 {OUTBOUND}", ["misp", "misp_feed:team-a/intel"]
+        b_rule, b_tags = f"misp_team_b_intel_0 {OUTBOUND}", ["misp", "misp_feed:team-b/intel"]
+        forged = [
+            (falco_alert("45.0.0.7", rule=b_rule, tags=b_tags), "unlisted"),  # listed by team-a, not by team-b
+            (falco_alert("45.0.0.7", rule=b_rule, tags=[]), "unlisted"),
+            (falco_alert("45.0.0.8", rule=a_rule, tags=a_tags), "unlisted"),
+            (falco_alert("45.0.0.7", rule=a_rule, tags=b_tags), "unknown_feed"),  # rule and tag disagree
+            (falco_alert("45.0.0.99", rule=a_rule, tags=a_tags), "unlisted"),  # listed by no feed
+            (falco_alert("45.0.0.7", rule="misp_team_c_intel_0 " + OUTBOUND), "unknown_feed"),
+        ]
+        try:
+            for body, outcome in forged:
+                async with session.post(url(intake), json=body, headers=BEARER) as resp:
+                    assert resp.status == 202
+                    assert (await resp.json())["outcomes"] == {outcome: 1}, body
+            assert reporter.pending == 0 and misp._sighting_records == []
+            for body in (
+                falco_alert("45.0.0.7", rule=a_rule, tags=a_tags),
+                falco_alert("45.0.0.8", rule=b_rule, tags=b_tags),
+            ):
+                async with session.post(url(intake), json=body, headers=BEARER) as resp:
+                    assert (await resp.json())["outcomes"] == {"matched": 1}
+            await wait_for(lambda: len(misp._sighting_records) == 2, what="two sightings")
+            await wait_for(lambda: reporter.pending == 0, what="queue drained")
+        finally:
+            await intake.stop()
+            await reporter.stop()
+        assert sorted(s["attribute_uuid"] for s in misp._sighting_records) == [uuid_of(42), uuid_of(43)]
+
+
+def test_falco_misp_run_passes_the_limits_and_tls_files(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text(TOKEN)
+    base = ["run", "--alerts-port", "8443", "--alerts-token-file", str(token)]
+    args = build_parser().parse_args(
+        [*base, "--alerts-rate", "5", "--alerts-burst", "7", "--alerts-max-senders", "3",
+         "--alerts-tls-cert", "/tls/tls.crt", "--alerts-tls-key", "/tls/tls.key"]
     )  # fmt: skip
-    config = IntakeConfig(port=0, address="127.0.0.1", token=TOKEN, tls_cert=cert, tls_key=key)
-    intake = await started(config, Sink())
-    try:
-        async with session.post(url(intake, scheme="https"), json=falco_alert(), headers=BEARER, ssl=False) as resp:
-            assert resp.status == 202
-    finally:
-        await intake.stop()
-    with pytest.raises(IntakeError, match="both a certificate and its key"):
-        await AlertIntake(IntakeConfig(port=0, token=TOKEN, tls_cert=cert), Sink()).start()
+    memo = kopf.Memo()
+    assert runner._setup_alerts(args, kopf.OperatorRegistry(), memo) is None
+    config = memo["intake"].config
+    assert (config.rate_per_second, config.burst, config.max_senders) == (5.0, 7, 3)
+    assert (config.tls_cert, config.tls_key) == (Path("/tls/tls.crt"), Path("/tls/tls.key"))
+    assert build_parser().parse_args(base).alerts_max_senders == 10_000
+    args = build_parser().parse_args([*base, "--alerts-max-senders", "0"])
+    assert "--alerts-max-senders" in (runner._setup_alerts(args, kopf.OperatorRegistry(), kopf.Memo()) or "")

@@ -6,6 +6,10 @@ pod's metrics are read (:mod:`falco_misp.delivery.probe`), and the sha256 of eve
 compared with the ``falco-misp.io/shard-sha256`` annotation of the ConfigMap we wrote
 (:mod:`falco_misp.delivery.confirm`). The result goes into ``status.delivery`` and the ``Delivered`` condition;
 a pod that stays stale past ``falco.deliveryDeadline`` gets one Warning Event.
+
+With ``delivery.mode: Rulesfiles`` (or ``OCI`` with a pinned Rulesfile) no pod is asked: the falco-operator's
+``ResolvedRefs`` and ``Programmed`` conditions on each Rulesfile give the answer
+(:mod:`falco_misp.delivery.rulesfiles`, issue 16); a plain OCI push has no Falco to ask.
 """
 
 from __future__ import annotations
@@ -14,14 +18,18 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from falco_misp.conditions import Notice, build_conditions, condition, format_time, parse_time
+from falco_misp.conditions import Condition, Notice, build_conditions, condition, format_time, parse_time
 from falco_misp.controller.sync import FeedObject, SyncOutcome, parse_feed_object
+from falco_misp.delivery.apply import check_rulesfiles
 from falco_misp.delivery.configmaps import ANNOTATION_SHARD_HASH, feed_labels
 from falco_misp.delivery.confirm import DELIVERED, PodProbe, compare, delivered_condition
 from falco_misp.delivery.kube import KubeClient, KubeError, PodInfo
 from falco_misp.delivery.probe import probe_pods
+from falco_misp.delivery.rollout import rollout_state
+from falco_misp.delivery.rulesfiles import OCI_ROLLOUT_MODE as OCI_MODE
+from falco_misp.delivery.rulesfiles import ROLLOUT_MODE as RULESFILES_MODE
 from falco_misp.errors import SpecError
-from falco_misp.feed.model import Rollout
+from falco_misp.feed.model import DeliveryMode, Rollout
 
 Probe = Callable[[Sequence[PodInfo], int, str], list[PodProbe]]
 
@@ -49,6 +57,16 @@ def check_delivery(kube: KubeClient, obj: FeedObject, now: datetime, probe: Prob
         return None
     falco = feed.spec.falco
     rules_hash = obj.status.get("rulesHash")
+    if falco.delivery.mode is not DeliveryMode.CONFIG_MAPS:  # the falco-operator's answer, not the pods' metrics
+        written_as = RULESFILES_MODE if falco.delivery.mode is DeliveryMode.RULESFILES else OCI_MODE
+        pinned = written_as == RULESFILES_MODE or (obj.status.get("push") or {}).get("rulesfile")
+        if not rules_hash or rollout_state(obj.status).mode != written_as or not pinned:
+            return None  # none written as Rulesfiles yet, or an OCI push that no Rulesfile follows
+        try:
+            delivered, delivery = check_rulesfiles(kube, feed, obj.status, now)
+        except KubeError:
+            return None  # the next step tries again; the sync reports API trouble
+        return _delivered_outcome(obj, delivered, delivery, now)
     if falco.rollout is Rollout.NONE or not rules_hash or obj.status.get("falcoNamespace") != falco.namespace:
         return None
     try:
@@ -68,8 +86,7 @@ def check_delivery(kube: KubeClient, obj: FeedObject, now: datetime, probe: Prob
         report, written_at=written, now=now, deadline_seconds=falco.delivery_deadline_seconds,
         port=falco.metrics_port, path=falco.metrics_path,
     )  # fmt: skip
-    status = dict(obj.status)
-    status["delivery"] = {
+    delivery = {
         "hash": rules_hash,
         "pods": report.pods,
         "podsCurrent": len(report.current),
@@ -77,6 +94,13 @@ def check_delivery(kube: KubeClient, obj: FeedObject, now: datetime, probe: Prob
         "unreachable": list(report.unreachable),
         "lastCheck": format_time(now),
     }
+    return _delivered_outcome(obj, delivered, delivery, now)
+
+
+def _delivered_outcome(obj: FeedObject, delivered: Condition, delivery: dict[str, Any], now: datetime) -> SyncOutcome:
+    """``status.delivery`` and the ``Delivered`` condition written, an Event when it turns False or True."""
+    status = dict(obj.status)
+    status["delivery"] = delivery
     status["conditions"] = build_conditions(obj.status.get("conditions"), [delivered], now, obj.generation)
     before = condition(obj.status, DELIVERED) or {}
     notices: tuple[Notice, ...] = ()

@@ -20,7 +20,9 @@ import kopf
 
 from falco_misp.backoff import retry_delay
 from falco_misp.conditions import status_patch
+from falco_misp.controller.allow_lists import allow_lists_changed
 from falco_misp.controller.confirm import check_delivery, delivery_due
+from falco_misp.controller.suspend import hold
 from falco_misp.controller.sync import (
     Failure,
     FeedObject,
@@ -83,6 +85,8 @@ class FeedState:
         """When (``time.monotonic()``) the latest sync began: it saw every MISP change made before (live updates)."""
         self.incremental = IncrementalRefresh()
         """What the last MISP fetch saw, so the next asks only for changes (issue 14); lost on restart: full fetch."""
+        self.allow_lists: Mapping[str, str | None] | None = None
+        """The MispAllowLists the last sync read (name -> spec digest): a change reported by the watch syncs again."""
 
 
 def feed_state(memo: kopf.Memo) -> FeedState:
@@ -141,6 +145,11 @@ def tick_step(body: kopf.Body, memo: kopf.Memo, state: FeedState, tuning: Tuning
     before = {**body_status(body), **obj.status}
     now = tuning.clock()
     kube: KubeClient = memo["kube"]
+    held = hold(obj, now)  # spec.suspend (issue 17): nothing fetched, written, rolled out or checked
+    if held is not None:
+        state.status = dict(held.status)
+        return TickStep(before, held, 0.0) if held.status != obj.status else None
+    force = force or allow_lists_changed(memo, state.allow_lists)  # a MispAllowList it names changed
     action, fingerprint = (
         (TickAction.SYNC, state.fingerprint) if force else tick_action(kube, obj, state.fingerprint, now)
     )
@@ -150,6 +159,7 @@ def tick_step(body: kopf.Body, memo: kopf.Memo, state: FeedState, tuning: Tuning
         state.sync_started = started
         outcome = sync_feed(kube, obj, now, sync_options(memo, body, tuning))
         state.fingerprint = outcome.secret_fingerprint
+        state.allow_lists = outcome.allow_lists
     elif action is TickAction.ROLLOUT:
         outcome = rollout_feed(kube, obj, now)
         state.fingerprint = fingerprint
@@ -234,12 +244,12 @@ def report_outcome(
         else:
             metrics.observe_rollout(feed_ref(body), reasons)
         metrics.observe_delivery(feed_ref(body), outcome.status)
+        metrics.observe_feed(feed_ref(body), body.get("spec") or {}, outcome.status)  # what the alerts read
     for key, value in status_patch(before, outcome.status).items():
         patch.status[key] = value
     for notice in outcome.notices:
         kopf.event(body, type=notice.type, reason=notice.reason, message=notice.message)
     if outcome.failure is Failure.TEMPORARY:
-        metrics.observe_feed(feed_ref(body), body.get("spec") or {}, outcome.status)  # what the alerts read
         delay = retry_delay(retry, tuning.retry_base_seconds, tuning.retry_max_seconds)
         raise kopf.TemporaryError(outcome.message, delay=delay)
     if outcome.failure is Failure.PERMANENT:

@@ -6,6 +6,8 @@
 - a daemon per feed (:mod:`falco_misp.controller.live_sync`): with ``source.misp.zmq``, the timer's sync within
   seconds of a relevant change announced on MISP's ZeroMQ publisher;
 - delete: remove the feed's ConfigMaps and its DaemonSet annotation (:func:`on_delete`; never blocks for long).
+- every watch event of a MispAllowList (cluster-scoped): its spec digest recorded, so the feeds whose last sync read
+  it sync again at their next tick (:mod:`falco_misp.controller.allow_lists`).
 
 ``register()`` puts the handlers into a registry: ``falco-misp run`` and the tests use their own registry;
 ``kopf run -m falco_misp.kopf_main`` uses kopf's default one.
@@ -20,6 +22,7 @@ from typing import Any
 import kopf
 
 from falco_misp.backoff import retry_delay
+from falco_misp.controller.allow_lists import allow_list_watch
 from falco_misp.controller.cleanup import cleanup_feed
 from falco_misp.controller.feeds import (
     Tuning,
@@ -36,11 +39,12 @@ from falco_misp.controller.feeds import (
     update_reporting,
 )
 from falco_misp.controller.live_sync import follow_live_updates
+from falco_misp.controller.suspend import sync_unless_suspended
 from falco_misp.controller.sync import (
     Failure,
-    sync_feed,
 )
 from falco_misp.delivery.kube import KubeClient
+from falco_misp.feed.allowlist import ALLOW_LIST_PLURAL
 from falco_misp.feed.model import API_GROUP, API_VERSION
 from falco_misp.metrics import LiveMetrics, Metrics, ReportingMetrics
 from falco_misp.reporting.intake import AlertIntake, IntakeError
@@ -48,6 +52,7 @@ from falco_misp.reporting.sightings import Reporter
 
 PLURAL = "mispfeeds"
 FEEDS = (API_GROUP, API_VERSION, PLURAL)
+ALLOW_LISTS = (API_GROUP, API_VERSION, ALLOW_LIST_PLURAL)
 FINALIZER = f"{API_GROUP}/finalizer"
 
 
@@ -70,6 +75,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo) -> None:
     settings.background.cancellation_polling = 2
     if not isinstance(memo.get("kube"), KubeClient):
         memo["kube"] = KubeClient.from_environment()
+    allow_list_watch(memo)  # in the operator's memo, so every feed's memo (a copy) shares it
 
 
 def on_change(body: kopf.Body, memo: kopf.Memo, patch: kopf.Patch, *, retry: int, tuning: Tuning) -> None:
@@ -82,10 +88,11 @@ def on_change(body: kopf.Body, memo: kopf.Memo, patch: kopf.Patch, *, retry: int
         obj = feed_object(body, state)
         before = {**body_status(body), **obj.status}
         started = state.sync_started = time.monotonic()
-        outcome = sync_feed(memo["kube"], obj, tuning.clock(), sync_options(memo, body, tuning))
+        outcome = sync_unless_suspended(memo["kube"], obj, tuning.clock(), sync_options(memo, body, tuning))
         seconds = time.monotonic() - started
         state.status = dict(outcome.status)
         state.fingerprint = outcome.secret_fingerprint
+        state.allow_lists = outcome.allow_lists
         if outcome.failure is not Failure.TEMPORARY:
             state.handled_generation = generation
     update_reporting(memo, body, outcome)
@@ -144,6 +151,12 @@ def register(registry: kopf.OperatorRegistry, tuning: Tuning | None = None) -> N
     @kopf.timer(*FEEDS, registry=registry, id="refresh", interval=tune.tick_seconds)
     def refresh(body: kopf.Body, memo: kopf.Memo, patch: kopf.Patch, retry: int = 0, **_: Any) -> None:
         on_tick(body, memo, patch, retry=retry, tuning=tune)
+
+    # MispAllowLists (cluster-scoped): every watch event records the list's spec digest; each feed's timer syncs
+    # at its next tick when a list its last sync read changed, appeared or went away. Nothing is written to them.
+    @kopf.on.event(*ALLOW_LISTS, registry=registry, id="allow-lists")
+    def allow_list_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+        allow_list_watch(memo).note(event.get("type"), event.get("object") or {})
 
     @kopf.on.delete(*FEEDS, registry=registry, id="cleanup", retries=tune.delete_retries)
     def cleanup(body: kopf.Body, memo: kopf.Memo, retry: int = 0, **_: Any) -> None:

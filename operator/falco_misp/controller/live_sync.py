@@ -55,7 +55,8 @@ def on_live_update(body: kopf.Body, memo: kopf.Memo, *, since: float, tuning: Tu
         if state.sync_started is not None and state.sync_started >= since:
             return LiveSync.COVERED
         step = tick_step(body, memo, state, tuning, force=True)
-        assert step is not None  # forced: always a sync
+        if step is None:  # forced: a sync, unless spec.suspend holds the feed (issue 17)
+            return LiveSync.UNCHANGED
         applied = any(n.reason == _RULES_APPLIED for n in step.outcome.notices)
         result = LiveSync.APPLIED if applied else LiveSync.UNCHANGED
         patch = kopf.Patch()
@@ -141,7 +142,7 @@ class _LiveLink:
             self._target = None  # the change handler reports it (Ready=False, InvalidSpec)
             return None
         zmq = feed.spec.source.misp.zmq if feed.spec.source.misp is not None else None
-        if zmq is None:
+        if zmq is None or feed.spec.suspend:  # a suspended feed ignores live updates (issue 17)
             self._target = None
         else:
             self._target = LiveTarget(zmq.url, zmq.debounce_seconds, feed.spec.filters, feed.spec.refresh_seconds)

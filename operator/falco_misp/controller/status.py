@@ -2,17 +2,23 @@
 
 What is applied: ``indicators`` (counts by kind, rejected by reason), ``rulesHash``, ``configMaps``,
 ``falcoNamespace``, ``appliedGeneration``, ``lastSuccess``, ``capped``; kept as they were when a later attempt
-fails. Nothing here sees a secret.
+fails. ``lastChange``: what the latest sync that rewrote the rules added and removed (issue 17), against what the
+ConfigMaps held before it, as read from the cluster: right after an operator restart too. Nothing here sees a secret.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from falco_misp.conditions import format_time
+from falco_misp.conditions import Notice, format_time
+from falco_misp.delivery.configmaps import ConfigMapPlan
+from falco_misp.feed.model import Feed
+from falco_misp.indicators.builder import IndicatorSet
+from falco_misp.rendering.changes import UnreadableRules, change_between
 
 
 @dataclass(frozen=True)
@@ -64,3 +70,35 @@ def applied_total(status: Mapping[str, Any], generation: int) -> int | None:
         return None
     total = (status.get("indicators") or {}).get("total")
     return total if isinstance(total, int) else None
+
+
+log = logging.getLogger(__name__)
+RULES_CHANGED = "RulesChanged"
+"""The Normal Event of a sync whose new rules add or remove indicators."""
+
+
+@dataclass(frozen=True)
+class ChangeRecord:
+    """What a sync that wrote rules says about its change."""
+
+    fields: dict[str, Any] = field(default_factory=dict)
+    """Status updates: ``lastChange`` (nothing when no rules were written or the old ones could not be read)."""
+    notices: tuple[Notice, ...] = ()
+    """The ``RulesChanged`` Event, when indicators were added or removed."""
+
+
+def record_change(feed: Feed, indicators: IndicatorSet, plan: ConfigMapPlan, now: datetime) -> ChangeRecord:
+    """``lastChange`` and its Event for a sync that applies ``plan``: the indicators added and removed against
+    what the feed's ConfigMaps held (``plan.previous``), by kind. Nothing when the plan writes nothing."""
+    if not plan.writes:
+        return ChangeRecord()
+    try:
+        change = change_between(plan.previous, feed, indicators)
+    except UnreadableRules as exc:  # someone edited our ConfigMaps: what they held cannot be told
+        log.warning("feed %s: cannot tell what the change replaces: %s", feed.ref, exc)
+        return ChangeRecord()
+    fields = {"lastChange": {"time": format_time(now), "added": change.added, "removed": change.removed}}
+    if not change:
+        return ChangeRecord(fields)
+    message = f"{change.summary()} ({indicators.total} indicators now)"
+    return ChangeRecord(fields, (Notice("Normal", RULES_CHANGED, message),))

@@ -30,9 +30,19 @@ from falco_misp.conditions import (
     condition,
     format_time,
 )
+from falco_misp.controller.allow_lists import with_allow_lists
 from falco_misp.controller.secrets import ResolvedSecrets, resolve_secrets
-from falco_misp.controller.status import AppliedRules, applied_fields, applied_total
-from falco_misp.delivery.apply import apply_configmaps, roll_out, unmounted
+from falco_misp.controller.status import AppliedRules, applied_fields, applied_total, record_change
+from falco_misp.delivery.apply import (
+    RolloutResult,
+    apply_configmaps,
+    apply_rulesfiles,
+    publish_oci,
+    roll_out,
+    unmounted,
+    withdraw_rulesfiles,
+)
+from falco_misp.delivery.configmaps import ConfigMapPlan, feed_labels
 from falco_misp.delivery.guard import check_drop
 from falco_misp.delivery.kube import KubeClient, KubeError
 from falco_misp.delivery.rollout import (
@@ -40,8 +50,10 @@ from falco_misp.delivery.rollout import (
     rollout_fields,
     rollout_state,
 )
-from falco_misp.errors import RenderError, SourceError, SpecError
-from falco_misp.feed.model import API_GROUP, API_VERSION, KIND, Feed
+from falco_misp.delivery.rulesfiles import OCI_ROLLOUT_MODE as OCI_MODE
+from falco_misp.delivery.rulesfiles import ROLLOUT_MODE as RULESFILES_MODE
+from falco_misp.errors import RegistryError, RenderError, SourceError, SpecError
+from falco_misp.feed.model import API_GROUP, API_VERSION, KIND, DeliveryMode, Feed
 from falco_misp.feed.parse import parse_feed
 from falco_misp.pipeline import IncrementalRefresh, fetch_and_render, refresh_and_render
 from falco_misp.rendering.summary import cidr_warning
@@ -110,6 +122,9 @@ class SyncOutcome:
     replaces what alert matching knew of the feed (None: reporting off)."""
     synced: bool = True
     """A sync (a fetch), not only a rollout of rules already applied (a timer step): what metrics count as syncs."""
+    allow_lists: Mapping[str, str | None] | None = None
+    """The MispAllowLists the sync read (name -> spec digest, None: missing); None: none read. The timer syncs
+    again when the watch reports one of them changed (:mod:`falco_misp.controller.allow_lists`)."""
 
 
 # ------------------------------------------------------------------------------------------------- helpers
@@ -290,6 +305,20 @@ def _sync_parsed(kube: KubeClient, obj: FeedObject, feed: Feed, now: datetime, o
         secrets = resolve_secrets(kube, feed)
     except KubeError as exc:
         return _failed(obj, now, exc.reason, exc.message, failure=Failure.TEMPORARY, fingerprint=f"error:{exc.reason}")
+    try:  # the MispAllowLists it names, merged in before anything is fetched (the CLI's --allow-list merge)
+        read = with_allow_lists(kube, feed)
+    except KubeError as exc:
+        return _failed(obj, now, exc.reason, exc.message, failure=Failure.TEMPORARY, fingerprint=secrets.fingerprint)
+    if read.reason is not None:  # nothing written; the watch syncs again once the list is created or fixed
+        outcome = _failed(obj, now, read.reason, read.detail, failure=Failure.WAIT, fingerprint=secrets.fingerprint)
+    else:
+        outcome = _sync_merged(kube, obj, read.feed, now, options=options, secrets=secrets)
+    return dataclasses.replace(outcome, allow_lists=read.seen) if read.seen else outcome
+
+
+def _sync_merged(
+    kube: KubeClient, obj: FeedObject, feed: Feed, now: datetime, *, options: SyncOptions, secrets: ResolvedSecrets
+) -> SyncOutcome:
     fingerprint = secrets.fingerprint
     try:
         with ca_file(secrets.ca_bundle) as ca_path:
@@ -323,15 +352,38 @@ def _sync_parsed(kube: KubeClient, obj: FeedObject, feed: Feed, now: datetime, o
         return outcome
 
     try:
-        plan = apply_configmaps(kube, feed, result.bundle, obj.status)
-        previous = rollout_state(obj.status)
-        if obj.status.get("falcoNamespace") not in (None, feed.spec.falco.namespace):
-            previous = RolloutState(mode=previous.mode)  # another Falco: it never had these rules, roll now
-        rolled = roll_out(kube, feed, result.bundle.sha256, previous, now)
-        missing = unmounted(kube, [shard.name for shard in result.bundle.shards], rolled.daemon_sets)
+        missing: Mapping[str, Sequence[str]] = {}
+        push: dict[str, Any] | None = None
+        mode = feed.spec.falco.delivery.mode
+        if mode is DeliveryMode.RULESFILES:  # the falco-operator loads them: no DaemonSet
+            written = apply_rulesfiles(kube, feed, result.bundle, obj.status)
+            plan = written.plan.summary()
+            rolled = RolloutResult(RolloutState(mode=RULESFILES_MODE), notices=written.notices)
+        elif mode is DeliveryMode.OCI:  # a registry every falcoctl follows (and a pinned Rulesfile): no DaemonSet
+            with ca_file(secrets.registry_ca) as registry_ca:
+                published = publish_oci(
+                    kube, feed, result.bundle, obj.status, auth=secrets.registry_auth, ca_bundle=registry_ca
+                )
+            plan, push = ConfigMapPlan(), published.fields(now)  # no ConfigMap: registry and Rulesfile writes below
+            writes = published.result.writes + published.rulesfile_writes
+            rolled = RolloutResult(RolloutState(mode=OCI_MODE), notices=published.notices, writes=writes)
+        else:
+            pinned = (obj.status.get("push") or {}).get("rulesfile")
+            if rollout_state(obj.status).mode == RULESFILES_MODE or pinned:  # back from Rulesfiles: those first
+                gone = str(obj.status.get("falcoNamespace") or feed.spec.falco.namespace)
+                withdraw_rulesfiles(kube, gone, feed_labels(feed), configmaps=False)
+            plan = apply_configmaps(kube, feed, result.bundle, obj.status)
+            previous = rollout_state(obj.status)
+            moved = obj.status.get("falcoNamespace") not in (None, feed.spec.falco.namespace)
+            if moved or previous.mode in (RULESFILES_MODE, OCI_MODE):
+                previous = RolloutState(mode=previous.mode)  # another Falco: it never had these rules, roll now
+            rolled = roll_out(kube, feed, result.bundle.sha256, previous, now)
+            missing = unmounted(kube, [shard.name for shard in result.bundle.shards], rolled.daemon_sets)
     except KubeError as exc:
         if exc.reason == "ConfigMapConflict" and exc.subject is not None:
             return _conflict(kube, obj, now, exc, fingerprint=fingerprint)
+        return _failed(obj, now, exc.reason, exc.message, failure=Failure.TEMPORARY, fingerprint=fingerprint)
+    except RegistryError as exc:  # the registry keeps serving the last good push (status.push says which)
         return _failed(obj, now, exc.reason, exc.message, failure=Failure.TEMPORARY, fingerprint=fingerprint)
 
     bundle = result.bundle
@@ -342,7 +394,7 @@ def _sync_parsed(kube: KubeClient, obj: FeedObject, feed: Feed, now: datetime, o
         by_kind=indicators.counts(),
         rejected=indicators.rejected,
         rules_hash=bundle.sha256,
-        config_maps=tuple(s.name for s in bundle.shards),
+        config_maps=tuple(s.name for s in bundle.shards) if push is None else (),
         namespace=feed.spec.falco.namespace,
         warnings=(warning,) if warning else (),
         capped=bundle.capped,
@@ -359,6 +411,8 @@ def _sync_parsed(kube: KubeClient, obj: FeedObject, feed: Feed, now: datetime, o
                 f"{summary}: created {len(plan.create)}, updated {len(plan.update)}, deleted {len(plan.delete)}",
             )
         )
+    change = record_change(feed, indicators, plan, now)  # added/removed against what the ConfigMaps held
+    notices.extend(change.notices)
     notices.extend(rolled.notices)
     ready = Condition(READY, True, "RulesApplied", summary)
     problem = rolled.problem or _mount_problem(feed, missing)
@@ -372,11 +426,15 @@ def _sync_parsed(kube: KubeClient, obj: FeedObject, feed: Feed, now: datetime, o
         message = summary
         if rolled.state.pending and rolled.state.not_before is not None:
             message += f"; rollout deferred until {format_time(rolled.state.not_before)}"
-    updates = applied_fields(applied, obj.generation, now)
+    updates = applied_fields(applied, obj.generation, now) | change.fields
     updates["rollout"] = rollout_fields(rolled.state)
-    if plan.writes or not obj.status.get("rulesWrittenAt"):  # the delivery deadline counts from here
+    if push is not None:
+        updates["push"] = push
+    if plan.writes or rolled.writes or not obj.status.get("rulesWrittenAt"):  # the delivery deadline counts from here
         updates["rulesWrittenAt"] = format_time(now)
     status = _finish(obj, now, ready=ready, degraded=degraded, message=message, updates=updates)
+    if push is None:
+        status.pop("push", None)  # no (longer a) registry: its Rulesfile went above
     return SyncOutcome(
         status=status,
         notices=tuple(notices),

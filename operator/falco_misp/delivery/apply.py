@@ -3,6 +3,9 @@
 :func:`apply_configmaps` writes what :func:`~falco_misp.delivery.configmaps.plan_configmaps` planned and prunes the
 rest, :func:`withdraw` removes a feed's ConfigMaps (and its DaemonSet annotation), :func:`roll_out` patches the Falco
 DaemonSet when :func:`~falco_misp.delivery.rollout.decide_rollout` says so (``rollout: Restart``).
+With ``delivery.mode: Rulesfiles``, :func:`apply_rulesfiles` writes the ConfigMaps and the falco-operator's Rulesfiles
+in the order it needs and :func:`withdraw_rulesfiles` removes them, Rulesfiles first (issue 16). With ``OCI``,
+:func:`publish_oci` pushes the falcoctl artifact and keeps the Rulesfile pinned to its digest.
 """
 
 from __future__ import annotations
@@ -12,10 +15,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from falco_misp.conditions import Notice, format_time
+from falco_misp.conditions import Condition, Notice, format_time, parse_time
+from falco_misp.delivery.artifact import build_artifact
 from falco_misp.delivery.configmaps import ConfigMapPlan, build_configmaps, feed_labels, plan_configmaps
 from falco_misp.delivery.confirm import config_maps_at, rules_files_of, unmounted_shards
-from falco_misp.delivery.kube import DaemonSetInfo, KubeClient
+from falco_misp.delivery.kube import DaemonSetInfo, KubeClient, KubeError
+from falco_misp.delivery.registry import PushResult, RegistryAuth, RegistryTarget, parse_reference, push_artifact
 from falco_misp.delivery.rollout import (
     RolloutAction,
     RolloutState,
@@ -23,6 +28,19 @@ from falco_misp.delivery.rollout import (
     rollout_annotation_key,
     rollout_state,
 )
+from falco_misp.delivery.rulesfiles import (
+    OCI_ROLLOUT_MODE,
+    RulesfilePlan,
+    build_oci_rulesfile,
+    delivery_fields,
+    foreign_finalizers,
+    is_terminating,
+    plan_rulesfile_objects,
+    plan_rulesfiles,
+    rulesfile_report,
+)
+from falco_misp.delivery.rulesfiles import ROLLOUT_MODE as RULESFILES_MODE
+from falco_misp.delivery.rulesfiles import delivered_condition as rulesfiles_delivered
 from falco_misp.feed.model import Feed, Rollout
 from falco_misp.rendering.shards import RulesBundle
 
@@ -61,6 +79,210 @@ def withdraw(
                 if rollout.annotation in ds.annotations:  # removing it rolls Falco once more, without our rules
                     kube.patch_pod_template_annotations(namespace, ds.name, {rollout.annotation: None})
     return deleted
+
+
+# ------------------------------------------------------------------------ Rulesfiles (falco-operator, issue 16)
+@dataclass(frozen=True)
+class RulesfilesApplied:
+    """What :func:`apply_rulesfiles` wrote."""
+
+    plan: RulesfilePlan
+    """The plan it followed."""
+    terminating: tuple[str, ...] = ()
+    """The feed's ConfigMaps (``namespace/name``) deleted but held by a foreign finalizer (the falco-operator's
+    in-use finalizer, released once no Rulesfile references them): left to that operator, reported."""
+    notices: tuple[Notice, ...] = ()
+    """Events to post."""
+
+
+def apply_rulesfiles(kube: KubeClient, feed: Feed, bundle: RulesBundle, status: Mapping[str, Any]) -> RulesfilesApplied:
+    """Make Falco's namespace hold exactly this feed's ConfigMaps (key ``rules.yaml``) and Rulesfiles, in the order
+    the falco-operator needs: ConfigMaps written before the Rulesfiles that reference them, Rulesfiles deleted before
+    their ConfigMaps. No DaemonSet is read. ``ConfigMapTerminating`` while a desired ConfigMap or Rulesfile is still
+    being deleted (the next sync writes it)."""
+    target = feed.spec.falco.namespace
+    labels = feed_labels(feed)
+    plan = plan_rulesfiles(feed, bundle, kube.list_configmaps(target, labels), kube.list_rulesfiles(target, labels))
+    if plan.blocked:
+        raise KubeError(
+            "ConfigMapTerminating",
+            f"{', '.join(f'{target}/{n}' for n in plan.blocked)} still Terminating (the falco-operator holds its "
+            "ConfigMap until no Rulesfile references it); the rules are written once it is gone",
+        )
+    for body in plan.configmaps.create:
+        kube.create_configmap(body)
+    for name, patch in plan.configmaps.update:
+        kube.patch_configmap(target, name, patch)
+    for body in plan.create:
+        kube.create_rulesfile(body)
+    for name, patch in plan.update:
+        kube.patch_rulesfile(target, name, patch)
+    for name in plan.delete:
+        kube.delete_rulesfile(target, name)
+    for name in plan.configmaps.delete:
+        kube.delete_configmap(target, name)
+    held = _still_held(kube, target, labels, plan.configmaps.delete)
+    old_namespace = status.get("falcoNamespace")
+    if isinstance(old_namespace, str) and old_namespace and old_namespace != target:  # moved to another Falco
+        held += withdraw_rulesfiles(kube, old_namespace, labels).terminating
+    return RulesfilesApplied(plan, tuple(held), _held_notices(held))
+
+
+def check_rulesfiles(
+    kube: KubeClient, feed: Feed, status: Mapping[str, Any], now: datetime
+) -> tuple[Condition, dict[str, Any]]:
+    """The ``Delivered`` condition and ``status.delivery`` from the Rulesfiles the feed wrote (``status.configMaps``:
+    one Rulesfile of the same name each) and the ConfigMaps still Terminating; no pod and no DaemonSet is asked."""
+    target = feed.spec.falco.namespace
+    labels = feed_labels(feed)
+    pinned = (status.get("push") or {}).get("rulesfile")  # mode OCI: the one Rulesfile pinned to the digest
+    expected = [str(pinned)] if pinned else [str(name) for name in status.get("configMaps") or ()]
+    rulesfiles, configmaps = kube.list_rulesfiles(target, labels), kube.list_configmaps(target, labels)
+    report = rulesfile_report(target, expected, rulesfiles, configmaps)
+    written = parse_time(status.get("rulesWrittenAt")) or parse_time(status.get("lastSuccess"))
+    deadline = feed.spec.falco.delivery_deadline_seconds
+    delivered = rulesfiles_delivered(report, written_at=written, now=now, deadline_seconds=deadline)
+    return delivered, delivery_fields(report, str(status.get("rulesHash") or ""), now)
+
+
+@dataclass(frozen=True)
+class RulesfilesWithdrawn:
+    """What :func:`withdraw_rulesfiles` deleted."""
+
+    deleted: tuple[str, ...] = ()
+    """Rulesfiles and ConfigMaps deleted (``namespace/name``), Rulesfiles first."""
+    terminating: tuple[str, ...] = ()
+    """ConfigMaps (``namespace/name``) left Terminating for a foreign finalizer."""
+
+
+def withdraw_rulesfiles(
+    kube: KubeClient, namespace: str, labels: Mapping[str, str], *, configmaps: bool = True
+) -> RulesfilesWithdrawn:
+    """Delete a feed's Rulesfiles in one namespace, then (``configmaps``) its ConfigMaps there (a foreign finalizer on
+    one is left to its owner and reported); no Rulesfile resource at all (the CRD is not installed) is fine.
+    Without ``configmaps`` (back to ConfigMaps mode), the ConfigMaps stay for the DaemonSet to mount."""
+    deleted: list[str] = []
+    try:
+        rulesfiles = kube.list_rulesfiles(namespace, labels)
+    except KubeError as exc:
+        if exc.reason != "RulesfileCRDNotFound":
+            raise
+        rulesfiles = []
+    for rf in rulesfiles:
+        if not is_terminating(rf):
+            kube.delete_rulesfile(namespace, rf["metadata"]["name"])
+        deleted.append(f"{namespace}/{rf['metadata']['name']}")
+    names: list[str] = []
+    for cm in kube.list_configmaps(namespace, labels) if configmaps else ():
+        if not is_terminating(cm):
+            kube.delete_configmap(namespace, cm["metadata"]["name"])
+            deleted.append(f"{namespace}/{cm['metadata']['name']}")
+        names.append(cm["metadata"]["name"])
+    return RulesfilesWithdrawn(tuple(deleted), tuple(_still_held(kube, namespace, labels, names)))
+
+
+def _still_held(kube: KubeClient, namespace: str, labels: Mapping[str, str], deleted: Sequence[str]) -> list[str]:
+    """Of the ConfigMaps just deleted, those still there, Terminating with a finalizer (``namespace/name``)."""
+    if not deleted:
+        return []
+    wanted = set(deleted)
+    return [
+        f"{namespace}/{cm['metadata']['name']}"
+        for cm in kube.list_configmaps(namespace, labels)
+        if cm["metadata"]["name"] in wanted and is_terminating(cm) and foreign_finalizers(cm)
+    ]
+
+
+def _held_notices(held: Sequence[str]) -> tuple[Notice, ...]:
+    if not held:
+        return ()
+    message = (
+        f"ConfigMap(s) {', '.join(held)} deleted and Terminating: a finalizer (the falco-operator's) holds them until "
+        "it sees their Rulesfile gone; left to it, never removed by this operator"
+    )
+    return (Notice("Normal", "ConfigMapsTerminating", message),)
+
+
+# --------------------------------------------------------------------------- OCI registry (falcoctl, issue 16)
+@dataclass(frozen=True)
+class OciPublished:
+    """What :func:`publish_oci` did."""
+
+    result: PushResult
+    """The push (digest, tags, writes; ``pushed`` False when the registry already held these rules)."""
+    reference: str
+    """``registry/repository`` pushed to."""
+    rulesfile_writes: int = 0
+    """Writes to the pinned Rulesfile (``oci.rulesfile``)."""
+    rulesfile: str | None = None
+    """The pinned Rulesfile's name, when kept."""
+    notices: tuple[Notice, ...] = ()
+    """Events to post."""
+
+    def fields(self, now: datetime) -> dict[str, Any]:
+        """``status.push``."""
+        out: dict[str, Any] = {
+            "reference": self.reference,
+            "digest": self.result.digest,
+            "tags": list(self.result.tags),
+            "time": format_time(now),
+            "pushed": self.result.pushed,
+        }
+        if self.rulesfile:
+            out["rulesfile"] = self.rulesfile
+        return out
+
+
+def publish_oci(
+    kube: KubeClient,
+    feed: Feed,
+    bundle: RulesBundle,
+    status: Mapping[str, Any],
+    *,
+    auth: RegistryAuth | None,
+    ca_bundle: str | None,
+) -> OciPublished:
+    """Push the rules as a falcoctl rulesfile artifact (nothing when the registry holds them already), then keep the
+    Rulesfile pinned to its digest (``oci.rulesfile``) and remove what another mode left (ConfigMaps, Rulesfiles, the
+    DaemonSet annotation). :class:`~falco_misp.errors.RegistryError` when the push fails: nothing else is touched,
+    the registry still serves the last good rules."""
+    oci = feed.spec.falco.delivery.oci
+    assert oci is not None, "a feed of mode OCI always has its oci settings"
+    reference = parse_reference(oci.reference)
+    target = RegistryTarget(
+        reference=reference, plain_http=oci.plain_http, verify_tls=not oci.insecure_skip_verify, ca_bundle=ca_bundle
+    )
+    result = push_artifact(target, build_artifact(feed, bundle), auth)
+    where, labels = feed.spec.falco.namespace, feed_labels(feed)
+    previous = rollout_state(status)
+    old_namespace = str(status.get("falcoNamespace") or where)
+    if previous.mode == RULESFILES_MODE:  # from Rulesfiles: theirs first, then the ConfigMaps
+        withdraw_rulesfiles(kube, old_namespace, labels)
+    elif previous.mode not in ("", OCI_ROLLOUT_MODE):  # from ConfigMaps: those and the DaemonSet annotation
+        withdraw(kube, old_namespace, labels, previous, from_daemonsets=True)
+    pinned = (status.get("push") or {}).get("rulesfile") if previous.mode == OCI_ROLLOUT_MODE else None
+    if pinned and (not oci.rulesfile or old_namespace != where):
+        withdraw_rulesfiles(kube, old_namespace, labels, configmaps=False)
+    writes = 0
+    name = None
+    if oci.rulesfile:
+        desired = build_oci_rulesfile(feed, bundle, reference.registry, reference.repository, result.digest)
+        name = str(desired["metadata"]["name"])
+        owned = [o for o in kube.list_rulesfiles(where, labels) if not is_terminating(o)]
+        create, update, delete, _ = plan_rulesfile_objects([desired], owned)
+        for body in create:
+            kube.create_rulesfile(body)
+        for rulesfile, patch in update:
+            kube.patch_rulesfile(where, rulesfile, patch)
+        for rulesfile in delete:
+            kube.delete_rulesfile(where, rulesfile)
+        writes = len(create) + len(update) + len(delete)
+    shown = f"{reference.registry}/{reference.repository}"
+    notices: tuple[Notice, ...] = ()
+    if result.pushed:
+        message = f"pushed {shown}:{', '.join(result.tags)} = {result.digest} ({result.writes} registry writes)"
+        notices = (Notice("Normal", "RulesPushed", message),)
+    return OciPublished(result, shown, writes, name, notices)
 
 
 @dataclass(frozen=True)

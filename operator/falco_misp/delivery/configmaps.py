@@ -7,7 +7,7 @@ A ConfigMap is rewritten only when its data, or a label or annotation we set, di
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from falco_misp.feed.model import API_GROUP, Feed
@@ -64,6 +64,8 @@ class ConfigMapPlan:
     """Owned ConfigMaps no longer rendered (surplus shards, an old prefix)."""
     unchanged: tuple[str, ...] = ()
     """Owned ConfigMaps already holding the desired bytes."""
+    previous: Mapping[str, str] = field(default_factory=dict)
+    """What the owned ConfigMaps held before (``<name>/<key>`` -> text): the rules a change replaces (issue 17)."""
 
     @property
     def writes(self) -> int:
@@ -122,4 +124,5 @@ def plan_configmaps(desired: Sequence[Mapping[str, Any]], owned: Sequence[Mappin
         update.append((name, patch))
     wanted = {_name(w) for w in desired}
     delete = sorted(name for name in existing if name not in wanted)
-    return ConfigMapPlan(tuple(create), tuple(update), tuple(delete), tuple(unchanged))
+    previous = {f"{name}/{k}": v for name, o in existing.items() for k, v in (o.get("data") or {}).items()}
+    return ConfigMapPlan(tuple(create), tuple(update), tuple(delete), tuple(unchanged), previous)

@@ -1,9 +1,11 @@
 """The Kubernetes calls the operator makes, through the official ``kubernetes`` client (a service: I/O only).
 
 Every call the operator makes against the API server is a method here, which keeps the RBAC it needs easy to
-read: get Secrets in feed namespaces; list/create/patch/delete ConfigMaps and get/list/patch DaemonSets in
-Falco's namespace; create Events on MispFeeds (matched Falco alerts). Label selectors are also checked client-side,
-so an object this feed does not own is never written even if a server ignored the selector.
+read: get Secrets in feed namespaces; get the MispAllowLists feeds name (cluster-scoped); list/create/patch/delete
+ConfigMaps and get/list/patch DaemonSets in Falco's namespace (or, with ``delivery.mode: Rulesfiles``,
+list/create/patch/delete the falco-operator's Rulesfiles there, and no DaemonSet); create Events on MispFeeds
+(matched Falco alerts). Label selectors are also checked client-side, so an object this feed does not own is never
+written even if a server ignored the selector.
 
 Failures become :class:`KubeError` with a short reason and a message naming the object, never a secret value
 and never the API server's response body.
@@ -22,11 +24,17 @@ from typing import Any
 
 from kubernetes import client, config
 
+from falco_misp.delivery.rulesfiles import RULESFILE_GROUP, RULESFILE_PLURAL, RULESFILE_VERSION
 from falco_misp.feed.model import API_GROUP, API_VERSION
 
 MERGE_PATCH = "application/merge-patch+json"
 # Seconds one API call may take (connect, read): a hung API server must not hang a sync forever.
 REQUEST_TIMEOUT = (10.0, 60.0)
+_NO_RULESFILE_CRD = (
+    "the API server has no Rulesfile resource (artifact.falcosecurity.dev/v1alpha1): install the falco-operator, "
+    "or set spec.falco.delivery.mode to ConfigMaps"
+)
+_NO_RBAC = "forbidden (Helm chart: falco.rulesfiles=true grants it in Falco's namespace)"
 
 
 class KubeError(Exception):
@@ -193,6 +201,71 @@ class KubeClient:
             if exc.status != 404:
                 raise _api_error(exc, f"deleting ConfigMap {namespace}/{name}") from None
 
+    # ----------------------------------------------------- Rulesfiles (the falco-operator's, issue 16)
+    def _rulesfiles_api(self) -> client.CustomObjectsApi:
+        return client.CustomObjectsApi(self.api_client)
+
+    def list_rulesfiles(self, namespace: str, labels: Mapping[str, str]) -> list[dict[str, Any]]:
+        """Rulesfiles in ``namespace`` carrying every one of ``labels`` (their status included).
+
+        ``RulesfileCRDNotFound`` when the API server does not serve the resource (the falco-operator's CRDs are not
+        installed)."""
+        selector = ",".join(f"{k}={v}" for k, v in labels.items())
+        try:
+            found = self._rulesfiles_api().list_namespaced_custom_object(
+                RULESFILE_GROUP, RULESFILE_VERSION, namespace, RULESFILE_PLURAL,
+                label_selector=selector, _request_timeout=REQUEST_TIMEOUT,
+            )  # fmt: skip
+        except client.ApiException as exc:
+            if exc.status == 404:
+                raise KubeError("RulesfileCRDNotFound", _NO_RULESFILE_CRD) from None
+            if exc.status == 403:
+                raise KubeError("RulesfileForbidden", f"listing Rulesfiles in {namespace}: {_NO_RBAC}") from None
+            raise _api_error(exc, f"listing Rulesfiles in {namespace}") from None
+        items = found.get("items") if isinstance(found, dict) else None
+        return [i for i in items or () if selector_matches(selector, (i.get("metadata") or {}).get("labels"))]
+
+    def create_rulesfile(self, body: Mapping[str, Any]) -> None:
+        """Create one Rulesfile; an existing one of the same name (not ours) is a conflict."""
+        meta = body["metadata"]
+        what = f"Rulesfile {meta['namespace']}/{meta['name']}"
+        try:
+            self._rulesfiles_api().create_namespaced_custom_object(
+                RULESFILE_GROUP, RULESFILE_VERSION, meta["namespace"], RULESFILE_PLURAL, dict(body),
+                _request_timeout=REQUEST_TIMEOUT,
+            )  # fmt: skip
+        except client.ApiException as exc:
+            if exc.status == 409:
+                raise KubeError(
+                    "RulesfileConflict",
+                    f"{what} exists and is not managed by this feed; rename it or set spec.falco.configMapPrefix",
+                    subject=(meta["namespace"], meta["name"]),
+                ) from None
+            if exc.status == 404:
+                raise KubeError("RulesfileCRDNotFound", f"creating {what}: {_NO_RULESFILE_CRD}") from None
+            raise _api_error(exc, f"creating {what}") from None
+
+    def patch_rulesfile(self, namespace: str, name: str, patch: Mapping[str, Any]) -> None:
+        """Merge-patch one Rulesfile."""
+        try:
+            self._rulesfiles_api().patch_namespaced_custom_object(
+                RULESFILE_GROUP, RULESFILE_VERSION, namespace, RULESFILE_PLURAL, name, dict(patch),
+                _content_type=MERGE_PATCH, _request_timeout=REQUEST_TIMEOUT,
+            )  # fmt: skip
+        except client.ApiException as exc:
+            raise _api_error(exc, f"patching Rulesfile {namespace}/{name}") from None
+
+    def delete_rulesfile(self, namespace: str, name: str) -> None:
+        """Delete one Rulesfile; already gone is fine."""
+        try:
+            self._rulesfiles_api().delete_namespaced_custom_object(
+                RULESFILE_GROUP, RULESFILE_VERSION, namespace, RULESFILE_PLURAL, name,
+                _request_timeout=REQUEST_TIMEOUT,
+            )  # fmt: skip
+        except client.ApiException as exc:
+            if exc.status != 404:
+                raise _api_error(exc, f"deleting Rulesfile {namespace}/{name}") from None
+
     # ------------------------------------------------------------------------------------------- DaemonSets
     def _daemonset_info(self, obj: object) -> DaemonSetInfo:
         plain = self._plain(obj)
@@ -296,6 +369,19 @@ class KubeClient:
             )
         except client.ApiException as exc:
             raise _api_error(exc, f"posting an Event in {namespace}") from None
+
+    # ------------------------------------------------------------------------------------------- MispAllowLists
+    def read_allow_list(self, name: str) -> dict[str, Any] | None:
+        """One cluster-scoped MispAllowList as a plain dict (None: it does not exist)."""
+        try:
+            found = client.CustomObjectsApi(self.api_client).get_cluster_custom_object(
+                API_GROUP, API_VERSION, "mispallowlists", name, _request_timeout=REQUEST_TIMEOUT
+            )
+        except client.ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise _api_error(exc, f"reading MispAllowList {name}") from None
+        return found if isinstance(found, dict) else {}
 
     # ------------------------------------------------------------------------------------------------ MispFeeds
     def patch_feed_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> bool:

@@ -40,6 +40,17 @@ class Rollout(StrEnum):
     """Only write the ConfigMaps."""
 
 
+class DeliveryMode(StrEnum):
+    """What the rules are written as (``falco.delivery.mode``)."""
+
+    CONFIG_MAPS = "ConfigMaps"
+    """ConfigMaps that the Falco DaemonSet mounts (the falcosecurity chart)."""
+    RULESFILES = "Rulesfiles"
+    """One ConfigMap (key ``rules.yaml``) and one falco-operator ``Rulesfile`` per shard; no DaemonSet is touched."""
+    OCI = "OCI"
+    """A falcoctl rulesfile artifact pushed to a registry (falcoctl follows it; optionally a pinned Rulesfile)."""
+
+
 #: MISP attribute types the pipeline understands, and the direction each one is matched on.
 SUPPORTED_TYPES: Mapping[str, tuple[Direction, ...]] = {
     "ip-src": (Direction.INBOUND,),
@@ -200,6 +211,45 @@ class FilterSet:
     """Ask MISP to drop decayed attributes (MISP server only)."""
 
 
+class RuleKind(StrEnum):
+    """Which of a direction's rules: on listed addresses, on listed networks, or on listed domains."""
+
+    ADDRESSES = "addresses"
+    """``fd.sip``/``fd.cip in (...)`` rules."""
+    NETWORKS = "networks"
+    """``fd.snet``/``fd.cnet`` rules (the guarded network tries)."""
+    DOMAINS = "domains"
+    """``fd.sip.name`` rules (outbound only)."""
+
+
+ExceptionValue = str | tuple[str, ...]
+"""One cell of an exception's value row: a value, or a list of values for ``in``/``pmatch``."""
+
+
+@dataclass(frozen=True)
+class RuleException:
+    """A Falco rule exception (``spec.falco.exceptions[]``, Falco's own structure), validated by
+    :mod:`falco_misp.feed.exceptions`: the rules it scopes to get ``exceptions:``, which Falco turns into
+    ``and not ((f1 c1 v1 and f2 c2 v2) or ...)`` on their condition."""
+
+    name: str
+    """Unique within the feed (``<allow-list>:<name>`` when it comes from a MispAllowList)."""
+    fields: tuple[str, ...]
+    """Falco fields, from the allow-list in :data:`falco_misp.feed.exceptions.FIELDS`."""
+    comps: tuple[str, ...]
+    """One Falco operator per field (default ``=``)."""
+    values: tuple[tuple[ExceptionValue, ...], ...]
+    """Rows, one cell per field; a row matches when every field matches its cell."""
+    directions: tuple[Direction, ...] = (Direction.INBOUND, Direction.OUTBOUND)
+    """``appliesTo.directions``: the directions whose rules carry it (default both)."""
+    kinds: tuple[RuleKind, ...] = (RuleKind.ADDRESSES, RuleKind.NETWORKS, RuleKind.DOMAINS)
+    """``appliesTo.kinds``: the kinds of rule that carry it (default all)."""
+
+    def applies_to(self, direction: Direction, kind: RuleKind) -> bool:
+        """Whether the rule of ``direction`` and ``kind`` carries this exception."""
+        return direction in self.directions and kind in self.kinds
+
+
 @dataclass(frozen=True)
 class Exclusions:
     """Values never emitted."""
@@ -212,6 +262,9 @@ class Exclusions:
     """Keep RFC 1918, loopback, link-local, multicast and reserved addresses (dropped by default)."""
     keep_documentation: bool = False
     """Keep documentation ranges (192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24, 2001:db8::/32)."""
+    allow_lists: tuple[str, ...] = ()
+    """Names of cluster-scoped MispAllowLists whose networks, domains and exceptions are merged in
+    (:func:`falco_misp.feed.allowlist.merge_allow_lists`)."""
 
 
 @dataclass(frozen=True)
@@ -236,6 +289,77 @@ class Limits:
     """Expand IPv6 CIDRs of this prefix length or longer into single addresses (0: never)."""
     max_expanded_addresses: int = 100_000
     """At most this many addresses come from expansion; the narrowest CIDRs are expanded first."""
+
+
+# The falco-operator loads Rulesfiles in priority order, lower first (0-99, its default 50). 60: after Falco's
+# default rules at 50, so the order is fixed (no name can clash: every name we emit starts with misp_), and below
+# 61-99, where a Rulesfile that tunes ours (appended exceptions, enabled: false) must sit: Falco applies an override
+# only to a rule already loaded, and keeps the last definition of a name.
+DEFAULT_RULESFILE_PRIORITY = 60
+
+
+@dataclass(frozen=True)
+class SelectorRequirement:
+    """One ``matchExpressions`` entry of a node label selector (Kubernetes' LabelSelectorRequirement)."""
+
+    key: str
+    """The node label key."""
+    operator: str
+    """``In``, ``NotIn``, ``Exists`` or ``DoesNotExist``."""
+    values: tuple[str, ...] = ()
+    """The values for ``In``/``NotIn`` (empty for ``Exists``/``DoesNotExist``)."""
+
+
+@dataclass(frozen=True)
+class NodeSelector:
+    """Which nodes' Falco loads the rules: the Rulesfile's ``spec.selector`` (a LabelSelector over node labels)."""
+
+    match_labels: tuple[tuple[str, str], ...] = ()
+    """``matchLabels`` as sorted (key, value) pairs."""
+    match_expressions: tuple[SelectorRequirement, ...] = ()
+    """``matchExpressions``, ANDed with ``matchLabels``."""
+
+
+@dataclass(frozen=True)
+class RulesfileDelivery:
+    """How the falco-operator's Rulesfiles are written (``falco.delivery.rulesfile``)."""
+
+    priority: int = DEFAULT_RULESFILE_PRIORITY
+    """Load order among Rulesfiles, 0-99, lower first."""
+    selector: NodeSelector | None = None
+    """Only Falco on the nodes it matches loads the rules (None: every node)."""
+
+
+@dataclass(frozen=True)
+class OciDelivery:
+    """Where and how the rules are pushed as a falcoctl rulesfile artifact (``falco.delivery.oci``)."""
+
+    reference: str
+    """``registry[:port]/repository[:tag]``: the moving tag (default ``latest``); a version tag is pushed beside it."""
+    credentials: str | None = None
+    """Secret in the feed's namespace: ``kubernetes.io/dockerconfigjson`` or keys ``username``/``password``."""
+    ca_bundle: SecretRef | None = None
+    """Secret key holding the PEM CAs the registry's certificate is verified against."""
+    plain_http: bool = False
+    """Speak plain HTTP to the registry (no TLS)."""
+    insecure_skip_verify: bool = False
+    """Do not verify the registry's certificate."""
+    rulesfile: bool = False
+    """Also keep a falco-operator Rulesfile whose ``ociArtifact`` is pinned to the digest just pushed."""
+    pull_secret: str | None = None
+    """That Rulesfile's ``registry.auth.secretRef``: a Secret in Falco's namespace the falco-operator pulls with."""
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What the rules are written as, for which Falco deployment (``falco.delivery``)."""
+
+    mode: DeliveryMode = DeliveryMode.CONFIG_MAPS
+    """ConfigMaps for a DaemonSet to mount, the falco-operator's Rulesfiles, or an OCI artifact."""
+    rulesfile: RulesfileDelivery = field(default_factory=RulesfileDelivery)
+    """Rulesfile settings (mode ``Rulesfiles``, or ``OCI`` with ``oci.rulesfile``)."""
+    oci: OciDelivery | None = None
+    """The registry (mode ``OCI``)."""
 
 
 @dataclass(frozen=True)
@@ -273,6 +397,10 @@ class FalcoTarget:
     """At most one rollout per this interval."""
     shard_bytes: int = DEFAULT_SHARD_BYTES
     """Byte budget of one rules file (one ConfigMap)."""
+    exceptions: tuple[RuleException, ...] = ()
+    """Falco rule exceptions on the rules they scope to (the feed's own, then its allow-lists')."""
+    delivery: Delivery = field(default_factory=Delivery)
+    """ConfigMaps mounted by a DaemonSet (the DaemonSet fields above apply) or the falco-operator's Rulesfiles."""
 
 
 # ---------------------------------------------------------------------- reporting: alerts -> MISP (issue 5)
@@ -351,6 +479,9 @@ class FeedSpec:
     again) and fetched in full at least this often (issue 14)."""
     reporting: Reporting = field(default_factory=Reporting)
     """Alerts of this feed's rules reported to MISP (sightings, daily event)."""
+    suspend: bool = False
+    """``spec.suspend``: like a CronJob's, the operator stops syncing (no fetch, no writes, no rollouts, live updates
+    ignored) and deletes nothing: the applied ConfigMaps keep serving; false again syncs at once (issue 17)."""
 
     @property
     def types(self) -> frozenset[str]:

@@ -13,11 +13,23 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from falco_misp.errors import SpecError
+from falco_misp.feed.exceptions import (
+    EXCEPTION_NAME,
+    LIST_COMPS,
+    MAX_EXCEPTIONS,
+    MAX_FIELDS,
+    MAX_LIST_ITEMS,
+    MAX_ROWS,
+    check_comp,
+    check_field,
+    check_value,
+)
 from falco_misp.feed.model import (
     ANALYSIS_LEVELS,
     API_GROUP,
     API_VERSION,
     DEFAULT_EVENT_TAGS,
+    DEFAULT_RULESFILE_PRIORITY,
     DEFAULT_SHARD_BYTES,
     DEFAULT_TYPES,
     FALCO_MAX_LIST_ITEMS,
@@ -28,8 +40,11 @@ from falco_misp.feed.model import (
     SOURCE_PLACEHOLDERS,
     SUPPORTED_TYPES,
     THREAT_LEVELS,
+    Delivery,
+    DeliveryMode,
     Direction,
     EventsReporting,
+    ExceptionValue,
     Exclusions,
     FalcoTarget,
     Feed,
@@ -40,9 +55,15 @@ from falco_misp.feed.model import (
     Location,
     MispServer,
     MispZmq,
+    NodeSelector,
+    OciDelivery,
     Reporting,
     Rollout,
+    RuleException,
+    RuleKind,
+    RulesfileDelivery,
     SecretRef,
+    SelectorRequirement,
     SightingsReporting,
     Source,
     TagFilter,
@@ -391,9 +412,101 @@ def _exclusions(r: _Reader) -> Exclusions:
         domains=tuple(sorted(set(domains))),
         keep_non_global=r.boolean("keepNonGlobal", False),
         keep_documentation=r.boolean("keepDocumentation", False),
+        allow_lists=_allow_lists(r),
     )
     r.done()
     return exc
+
+
+MAX_ALLOW_LISTS = 16
+
+
+def _allow_lists(r: _Reader) -> tuple[str, ...]:
+    """``exclusions.allowLists``: MispAllowList names (cluster-scoped), each once, sorted."""
+    names = r.strings("allowLists", pattern=_DNS_SUBDOMAIN) or ()
+    if len(names) > MAX_ALLOW_LISTS:
+        raise SpecError(r.at("allowLists"), f"at most {MAX_ALLOW_LISTS} allow-lists, got {len(names)}")
+    return tuple(sorted(set(names)))  # merged in name order: the order they are named in changes nothing
+
+
+def _list(r: _Reader, key: str, what: str, limit: int, *, required: bool = True) -> Sequence[Any] | None:
+    """A list under ``key`` of 1 to ``limit`` entries (None when absent and not ``required``)."""
+    value = r.raw(key)
+    if value is None and not required:
+        return None
+    if isinstance(value, str | bytes) or not isinstance(value, Sequence) or not 1 <= len(value) <= limit:
+        raise SpecError(r.at(key), f"expected a list of 1 to {limit} {what}, got {value!r}")
+    return value
+
+
+def _exception_cell(field: str, comp: str, value: object, path: str) -> ExceptionValue:
+    if comp not in LIST_COMPS:
+        if isinstance(value, list | tuple):
+            raise SpecError(path, f"operator {comp!r} takes one value, got the list {value!r} (a list needs in)")
+        return check_value(field, comp, value, path)
+    items = value if isinstance(value, list | tuple) else [value]
+    if not 1 <= len(items) <= MAX_LIST_ITEMS:
+        raise SpecError(path, f"expected 1 to {MAX_LIST_ITEMS} values for {comp}, got {len(items)}")
+    return tuple(dict.fromkeys(check_value(field, comp, v, f"{path}[{i}]") for i, v in enumerate(items)))
+
+
+def parse_exceptions(r: _Reader, key: str = "exceptions") -> tuple[RuleException, ...]:
+    """Falco rule exceptions (``name``, ``fields``, ``comps``, ``values``, ``appliesTo``), every value held to its
+    field type's strict class (:mod:`falco_misp.feed.exceptions`); errors name the exact path and value."""
+    raw = r.raw(key)
+    if raw is None:
+        return ()
+    if isinstance(raw, str | bytes) or not isinstance(raw, Sequence) or len(raw) > MAX_EXCEPTIONS:
+        raise SpecError(r.at(key), f"expected a list of at most {MAX_EXCEPTIONS} exceptions")
+    out: list[RuleException] = []
+    for i, item in enumerate(raw):
+        e = _Reader(item, f"{r.at(key)}[{i}]")
+        name = e.string("name", pattern=EXCEPTION_NAME)
+        if any(x.name == name for x in out):
+            raise SpecError(e.at("name"), f"duplicate exception name {name!r} (Falco needs unique names per rule)")
+        fields_raw = _list(e, "fields", "fields", MAX_FIELDS) or ()
+        fields = tuple(check_field(f, f"{e.at('fields')}[{j}]") for j, f in enumerate(fields_raw))
+        if len(set(fields)) != len(fields):
+            raise SpecError(e.at("fields"), f"a field appears twice in {list(fields)}")
+        comps_raw = _list(e, "comps", "operators", MAX_FIELDS, required=False)
+        if comps_raw is not None and len(comps_raw) != len(fields):
+            raise SpecError(e.at("comps"), f"expected one operator per field ({len(fields)}), got {len(comps_raw)}")
+        comps = tuple(
+            check_comp(f, "=" if comps_raw is None else comps_raw[j], f"{e.at('comps')}[{j}]")
+            for j, f in enumerate(fields)
+        )
+        rows: list[tuple[ExceptionValue, ...]] = []
+        for j, row in enumerate(_list(e, "values", "rows of values", MAX_ROWS) or ()):
+            at = f"{e.at('values')}[{j}]"
+            if isinstance(row, str | bytes) or not isinstance(row, Sequence) or len(row) != len(fields):
+                raise SpecError(at, f"expected a row of {len(fields)} value(s), one per field, got {row!r}")
+            cells = zip(fields, comps, row, strict=True)
+            rows.append(tuple(_exception_cell(f, c, v, f"{at}[{k}]") for k, (f, c, v) in enumerate(cells)))
+        scope = e.child("appliesTo")
+        directions = scope.strings("directions")
+        for j, d in enumerate(directions or ()):
+            if d not in ("inbound", "outbound"):
+                raise SpecError(f"{scope.at('directions')}[{j}]", f"expected inbound or outbound, got {d!r}")
+        kinds = scope.strings("kinds")
+        for j, k in enumerate(kinds or ()):
+            if k not in tuple(RuleKind):
+                raise SpecError(f"{scope.at('kinds')}[{j}]", f"expected addresses, networks or domains, got {k!r}")
+        for scoped, what in ((directions, "directions"), (kinds, "kinds")):
+            if scoped is not None and not scoped:
+                raise SpecError(scope.at(what), f"must name at least one of the {what} (omit it for all)")
+        scope.done()
+        e.done()
+        out.append(
+            RuleException(
+                name=name,
+                fields=fields,
+                comps=comps,
+                values=tuple(rows),
+                directions=tuple(Direction(d) for d in sorted(set(directions or ()))) or RuleException.directions,
+                kinds=tuple(k for k in RuleKind if k.value in set(kinds or ())) or RuleException.kinds,
+            )
+        )
+    return tuple(out)
 
 
 def _expand_prefix(r: _Reader, key: str, bits: int) -> int:
@@ -437,6 +550,11 @@ def _falco(r: _Reader) -> FalcoTarget:
     except ValueError:
         raise SpecError(r.at("rollout"), f"expected Restart, HotReload or None, got {rollout_raw!r}") from None
     daemon_set = r.string("daemonSet", pattern=_DNS_SUBDOMAIN) if r.has("daemonSet") else None
+    delivery = _delivery(r.child("delivery"))
+    if delivery.mode is not DeliveryMode.CONFIG_MAPS and (daemon_set or rollout is Rollout.RESTART):
+        field_name = "daemonSet" if daemon_set else "rollout"
+        raise SpecError(r.at(field_name), f"does not apply with delivery.mode {delivery.mode.value}: no DaemonSet "
+                        "is read or patched (the falco-operator or falcoctl loads the rules, no restarts)")  # fmt: skip
     target = FalcoTarget(
         namespace=r.string("namespace", "falco", pattern=_DNS_LABEL),
         daemon_set=daemon_set,
@@ -452,9 +570,128 @@ def _falco(r: _Reader) -> FalcoTarget:
         **_metrics(r),
         delivery_deadline_seconds=_deadline(r),
         shard_bytes=r.integer("shardBytes", DEFAULT_SHARD_BYTES, minimum=16 * 1024, maximum=MAX_SHARD_BYTES),
+        exceptions=parse_exceptions(r),
+        delivery=delivery,
     )
     r.done()
     return target
+
+
+# Kubernetes label syntax: a key is an optional DNS-subdomain prefix and '/', then a name of at most 63 characters;
+# a value is at most 63 characters, possibly empty.
+_LABEL_NAME = r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
+_LABEL_KEY = re.compile(rf"^([a-z0-9]([-a-z0-9.]{{0,251}}[a-z0-9])?/)?{_LABEL_NAME}$")
+_LABEL_VALUE = re.compile(rf"^({_LABEL_NAME})?$")
+_SELECTOR_OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
+
+
+def _delivery(r: _Reader) -> Delivery:
+    mode_raw = r.string("mode", DeliveryMode.CONFIG_MAPS.value)
+    try:
+        mode = DeliveryMode(mode_raw)
+    except ValueError:
+        raise SpecError(r.at("mode"), f"expected ConfigMaps, Rulesfiles or OCI, got {mode_raw!r}") from None
+    if r.has("oci") != (mode is DeliveryMode.OCI):
+        raise SpecError(r.at("oci"), "is required with mode: OCI, and applies only to it")
+    oci = _oci(r.child("oci")) if mode is DeliveryMode.OCI else None
+    with_rulesfiles = mode is DeliveryMode.RULESFILES or (oci is not None and oci.rulesfile)
+    if r.has("rulesfile") and not with_rulesfiles:
+        raise SpecError(r.at("rulesfile"), "applies only with mode: Rulesfiles, or mode: OCI with oci.rulesfile: true")
+    rulesfile = _rulesfile(r.child("rulesfile"))
+    r.done()
+    return Delivery(mode=mode, rulesfile=rulesfile, oci=oci)
+
+
+# registry[:port]/repository[:tag], no scheme, no digest (a push names where to put content, not the content);
+# the pusher checks it in full (delivery/registry.py parse_reference).
+_OCI_REFERENCE = re.compile(
+    r"^(localhost|[a-z0-9]([-a-z0-9.]*[a-z0-9])?)(:[0-9]{1,5})?/[a-z0-9]+([._/-]+[a-z0-9]+)*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?$"
+)
+
+
+def _oci(r: _Reader) -> OciDelivery:
+    reference = r.string("reference")
+    host = reference.split("/", 1)[0]
+    registry_host = "." in host or ":" in host or host == "localhost"
+    if not _OCI_REFERENCE.match(reference) or len(reference) > 512 or not registry_host:
+        raise SpecError(r.at("reference"), f"expected REGISTRY[:PORT]/REPOSITORY[:TAG] (a registry host with a dot "
+                        f"or a port, or localhost; no scheme, no digest), got {reference!r}")  # fmt: skip
+    credentials = _secret_name(r.child("credentialsSecretRef")) if r.has("credentialsSecretRef") else None
+    ca_bundle = _secret_ref(r.child("caSecretRef")) if r.has("caSecretRef") else None
+    plain_http = r.boolean("plainHTTP", False)
+    insecure = r.boolean("insecureSkipVerify", False)
+    if plain_http and (ca_bundle is not None or insecure):
+        raise SpecError(r.at("plainHTTP"), "excludes caSecretRef and insecureSkipVerify (no TLS to verify)")
+    rulesfile = r.boolean("rulesfile", False)
+    pull_secret = _secret_name(r.child("pullSecretRef")) if r.has("pullSecretRef") else None
+    if pull_secret is not None and not rulesfile:
+        raise SpecError(r.at("pullSecretRef"), "applies only with rulesfile: true (the falco-operator pulls with it)")
+    r.done()
+    return OciDelivery(
+        reference=reference, credentials=credentials, ca_bundle=ca_bundle, plain_http=plain_http,
+        insecure_skip_verify=insecure, rulesfile=rulesfile, pull_secret=pull_secret,
+    )  # fmt: skip
+
+
+def _secret_name(r: _Reader) -> str:
+    name = r.string("name", pattern=_DNS_SUBDOMAIN)
+    r.done()
+    return name
+
+
+def _rulesfile(r: _Reader) -> RulesfileDelivery:
+    priority = r.integer("priority", DEFAULT_RULESFILE_PRIORITY, minimum=0, maximum=99)
+    selector = _node_selector(r.child("selector")) if r.has("selector") else None
+    r.done()
+    return RulesfileDelivery(priority=priority, selector=selector)
+
+
+def _label_key(value: object, path: str) -> str:
+    if not isinstance(value, str) or not _LABEL_KEY.match(value) or len(value) > 317:
+        raise SpecError(path, f"expected a label key such as topology.kubernetes.io/zone, got {value!r}")
+    return value
+
+
+def _label_value(value: object, path: str) -> str:
+    if not isinstance(value, str) or not _LABEL_VALUE.match(value):
+        raise SpecError(path, f"expected a label value (at most 63 letters, digits, '-', '_', '.'), got {value!r}")
+    return value
+
+
+def _node_selector(r: _Reader) -> NodeSelector:
+    labels = r.raw("matchLabels")
+    if labels is not None and not isinstance(labels, Mapping):
+        raise SpecError(r.at("matchLabels"), f"expected a mapping of node labels, got {labels!r}")
+    match_labels = tuple(
+        sorted(
+            (_label_key(k, f"{r.at('matchLabels')}.{k}"), _label_value(v, f"{r.at('matchLabels')}.{k}"))
+            for k, v in (labels or {}).items()
+        )
+    )
+    expressions = r.raw("matchExpressions")
+    if expressions is not None and (isinstance(expressions, str) or not isinstance(expressions, Sequence)):
+        raise SpecError(r.at("matchExpressions"), f"expected a list, got {expressions!r}")
+    requirements: list[SelectorRequirement] = []
+    for i, item in enumerate(expressions or ()):
+        e = _Reader(item, f"{r.at('matchExpressions')}[{i}]")
+        key = _label_key(e.raw("key"), e.at("key"))
+        operator = e.string("operator")
+        if operator not in _SELECTOR_OPERATORS:
+            raise SpecError(e.at("operator"), f"expected In, NotIn, Exists or DoesNotExist, got {operator!r}")
+        raw_values = e.raw("values")
+        if raw_values is not None and (isinstance(raw_values, str) or not isinstance(raw_values, Sequence)):
+            raise SpecError(e.at("values"), f"expected a list of label values, got {raw_values!r}")
+        values = tuple(_label_value(v, f"{e.at('values')}[{j}]") for j, v in enumerate(raw_values or ()))
+        if operator in ("In", "NotIn") and not values:
+            raise SpecError(e.at("values"), f"must name at least one value with operator {operator}")
+        if operator in ("Exists", "DoesNotExist") and values:
+            raise SpecError(e.at("values"), f"must be empty with operator {operator}")
+        e.done()
+        requirements.append(SelectorRequirement(key=key, operator=operator, values=values))
+    r.done()
+    if not match_labels and not requirements:
+        raise SpecError(r.path, "selects every node: set matchLabels or matchExpressions, or leave selector out")
+    return NodeSelector(match_labels=match_labels, match_expressions=tuple(requirements))
 
 
 _METRICS_PATH = re.compile(r"^/[-._~/A-Za-z0-9]{0,254}$")
@@ -585,6 +822,7 @@ def parse_spec(spec: object, path: str = "spec") -> FeedSpec:
         refresh_seconds=refresh_seconds,
         full_refresh_seconds=full_refresh_seconds,
         reporting=_reporting(r.child("reporting"), server_side=source.misp is not None),
+        suspend=r.boolean("suspend", False),
     )
     r.done()
     return parsed

@@ -40,11 +40,12 @@ from string import Template
 from falco_misp.errors import RenderError
 from falco_misp.feed.model import FALCO_MAX_LIST_ITEMS, PRIORITIES, Direction, Feed
 from falco_misp.indicators.builder import IndicatorSet
+from falco_misp.rendering.exceptions import rule_exceptions
 from falco_misp.rendering.networks import network_condition
 
 # Every item is an IP address, a CIDR or a lower-case domain: nothing else may be pasted between quotes.
 _SAFE_ITEM = re.compile(r"^[0-9a-z:][0-9a-z.:/-]*$")
-# A flow sequence, every item double-quoted, a line break every _PER_LINE items: `"a","b",` costs len + 3 bytes.
+# A flow sequence, a line break every _PER_LINE items: `1.2.3.4,` costs len + 1 bytes, `"2001:db8::1",` len + 3.
 _PER_LINE = 64
 _BARE = re.compile(r"^[0-9]{1,3}(\.[0-9]{1,3}){3}$")  # an IPv4 address: a string, unquoted, in YAML 1.1 and 1.2
 _LINE_BREAK = ",\n    "
@@ -142,12 +143,12 @@ class CapacityError(RenderError):
         """How many of them fit in ``falco.maxShards`` shards (in rendering order)."""
 
 
-def _item_text(items: Sequence[str]) -> str:
 def _item(value: str) -> str:
     """One validated item as written: an IPv4 address bare, anything else double-quoted."""
     return value if _BARE.match(value) else f'"{value}"'
 
 
+def _item_text(items: Sequence[str]) -> str:
     """The inside of a flow sequence: validated items, ``_PER_LINE`` to a line."""
     lines = (",".join(map(_item, items[s : s + _PER_LINE])) for s in range(0, len(items), _PER_LINE))
     return _LINE_BREAK.join(lines)
@@ -211,6 +212,7 @@ class _ShardWriter:
             "priority": quoted(falco.priority),
             "tags": ", ".join(quoted(t) for t in dict.fromkeys((*BASE_TAGS, feed.tag, *falco.tags))),
         }
+        self._exceptions = rule_exceptions(feed)  # per rule template: its `exceptions:` block (spec.falco.exceptions)
         self.size = len(self._fill("header", ""))
         self.macros: set[Direction] = set()
         self.groups: set[str] = set()
@@ -218,7 +220,7 @@ class _ShardWriter:
         self.items = 0
 
     def _fill(self, name: str, items: str) -> str:
-        return template(name).substitute(self._values, items=items)
+        return template(name).substitute(self._values, items=items, exceptions=self._exceptions.get(name, ""))
 
     def overhead(self, group: str, direction: Direction) -> int:
         """Bytes a block of ``group`` costs here before its items (including its macro if still missing)."""
