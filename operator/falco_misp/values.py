@@ -212,6 +212,40 @@ def parse_ip(text: str) -> ParsedIP | None:
         return None if value is None else ParsedIP(4, value, 32)
     if len(text) > MAX_IP_TEXT or "%" in text:
         return None
+    fast = _parse_common(text)
+    return fast if fast is not None else _parse_ipaddress(text)
+
+
+def _parse_common(text: str) -> ParsedIP | None:
+    """The common shapes without ``ipaddress`` (~10x faster): an IPv4 CIDR with a decimal prefix, a plain IPv6
+    address or CIDR (no embedded dotted quad, no mapped IPv4). ``None``: not one of them (``ipaddress`` decides)."""
+    address, slash, length = text.partition("/")
+    if slash and not (length.isascii() and length.isdigit() and len(length) <= 3):
+        return None
+    if ":" not in address:  # an IPv4 CIDR
+        value = parse_ipv4(address)
+        prefix = int(length) if slash else 32
+        if value is None or prefix > 32:
+            return None
+        network = value & ~((1 << (32 - prefix)) - 1)
+        notes = ("host_bits_cleared",) * (network != value) + ("single_host_network",) * (prefix == 32)
+        return ParsedIP(4, network, prefix, notes)
+    if "." in address:
+        return None
+    try:
+        value = int.from_bytes(socket.inet_pton(socket.AF_INET6, address), "big")
+    except (OSError, ValueError):
+        return None
+    prefix = int(length) if slash else 128
+    if prefix > 128 or value >> 32 == 0xFFFF:  # ::ffff:0:0/96 becomes IPv4: ipaddress's path
+        return None
+    network = value & ~((1 << (128 - prefix)) - 1)
+    notes = ("host_bits_cleared",) * (network != value) + ("single_host_network",) * (bool(slash) and prefix == 128)
+    return ParsedIP(6, network, prefix, notes)
+
+
+def _parse_ipaddress(text: str) -> ParsedIP | None:
+    """:func:`parse_ip` for any shape, through ``ipaddress`` (the reference the fast path is tested against)."""
     adjustments: list[str] = []
     try:
         if "/" in text:
