@@ -393,25 +393,32 @@ class IndicatorBuilder:
             return []
         cls = ipaddress.IPv4Network if version == 4 else ipaddress.IPv6Network
         bits = 32 if version == 4 else 128
-        nets: list[IPNetwork] = []
+        ranges: list[tuple[int, int]] = []  # each network (or carved piece) as first..last
         for first, prefix in bucket:
             last = first + (1 << (bits - prefix)) - 1
             holes = self._holes(version, first, last)
             if not holes:
-                nets.append(cls((first, prefix)))
+                ranges.append((first, last))
                 continue
             for _, _, reason in holes:  # each range cut out, by why
                 self.adjusted["carved" if reason == "allowlisted" else f"carved_{reason}"] += 1
-            nets.extend(cls(piece) for lo, hi in _gaps(first, last, holes) for piece in _cidrs(lo, hi, bits))
-        collapsed: list[IPNetwork] = list(ipaddress.collapse_addresses(nets))  # type: ignore[type-var]
-        # Merging adjacent CIDRs keeps the same addresses but may build a CIDR broader than the minimum prefix;
-        # split those back so no emitted entry is broader than what the feed was allowed to list.
+            ranges.extend(
+                (lo, lo + (1 << (bits - p)) - 1) for a, b in _gaps(first, last, holes) for lo, p in _cidrs(a, b, bits)
+            )
+        # Collapse as ipaddress.collapse_addresses does, in integers: the union of the ranges, then the fewest CIDRs
+        # covering each part exactly. Merging adjacent CIDRs keeps the same addresses but may build a CIDR broader
+        # than the minimum prefix; split those back so no emitted entry is broader than the feed may list.
         floor = self._min_prefix[version]
         bounded: list[IPNetwork] = []
-        for net in collapsed:
-            bounded.extend(net.subnets(new_prefix=floor) if net.prefixlen < floor else (net,))
-        if len(bounded) < len(nets):
-            self.adjusted["collapsed"] += len(nets) - len(bounded)
+        for lo, hi in _union(ranges):
+            for net, prefix in _cidrs(lo, hi, bits):
+                if prefix >= floor:
+                    bounded.append(cls((net, prefix)))
+                else:
+                    step = 1 << (bits - floor)
+                    bounded.extend(cls((sub, floor)) for sub in range(net, net + (1 << (bits - prefix)), step))
+        if len(bounded) < len(ranges):
+            self.adjusted["collapsed"] += len(ranges) - len(bounded)
         return bounded
 
 
@@ -425,6 +432,18 @@ def _gaps(first: int, last: int, holes: list[tuple[int, int, str]]) -> list[tupl
         at = max(at, hi + 1)
     if at <= last:
         out.append((at, last))
+    return out
+
+
+def _union(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The union of integer ranges ``first..last`` as sorted, disjoint, non-adjacent ranges."""
+    out: list[tuple[int, int]] = []
+    for lo, hi in sorted(ranges):
+        if out and lo <= out[-1][1] + 1:
+            if hi > out[-1][1]:
+                out[-1] = (out[-1][0], hi)
+        else:
+            out.append((lo, hi))
     return out
 
 
