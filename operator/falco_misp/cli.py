@@ -119,6 +119,9 @@ def add_allow_list_argument(parser: argparse.ArgumentParser) -> None:
 
 def _fetch_context(args: argparse.Namespace, feed: Feed, ca_bundle: str | None) -> FetchContext:
     """What ``render``, ``diff`` and ``push`` fetch with: the MISP key from ``--auth-key-env``, the feed's folder."""
+    if feed.spec.source.misp is not None and feed.spec.source.misp.server_ref is not None:
+        raise SpecError("spec.source.misp.serverRef", "names a server resource only the operator reads: give the "
+                        "feed file source.misp.url (and the key in --auth-key-env) instead")  # fmt: skip
     auth_key = os.environ.get(args.auth_key_env) if feed.spec.source.misp is not None else None
     if feed.spec.source.misp is not None and not auth_key:
         raise SpecError("--auth-key-env", f"set the MISP API key in the environment variable {args.auth_key_env}")

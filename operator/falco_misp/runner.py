@@ -7,6 +7,7 @@ The same handlers run under ``kopf run -m falco_misp.kopf_main`` for those who p
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import re
@@ -14,6 +15,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from falco_misp.errors import SpecError
+from falco_misp.feed.policy import Policy, parse_policy
 from falco_misp.reporting import TOKEN_ENV  # the package only: aiohttp loads with `run`, not with `render`
 
 DEFAULT_LIVENESS = "http://0.0.0.0:8080/healthz"
@@ -62,9 +67,54 @@ def add_run_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=30.0,
         help="how often each feed checks whether a refresh, a Secret change or a deferred rollout is due",
     )
+    run.add_argument(
+        "--operator-namespace",
+        default="",
+        metavar="NS",
+        help="the operator's own namespace, where ClusterMispServers' Secrets live (default: $POD_NAMESPACE, else the "
+        "service account's namespace, else falco-misp)",
+    )
     add_max_response_bytes(run)
+    _add_policy_options(run)
     _add_alert_options(run)
     run.set_defaults(func=run_operator)
+
+
+def _add_policy_options(run: argparse.ArgumentParser) -> None:
+    """The administrator's policy (issue 15): where feeds may write and where the operator may connect."""
+    policy = run.add_argument_group("policy", "what feeds may ask of the operator (docs/security.md)")
+    policy.add_argument(
+        "--policy",
+        type=Path,
+        metavar="FILE",
+        help="YAML or JSON policy: targets (which feed namespaces may write into which Falco namespaces), ceilings "
+        "(maxIndicators, maxNetworks, maxDomains, minPrefixV4/V6 per feed), egress (allowedHosts, allowLoopback, "
+        "allowLinkLocal, allowPrivate). Default: any namespace, any host, never loopback/link-local addresses",
+    )
+    policy.add_argument(
+        "--policy-json",
+        metavar="JSON",
+        help="the same document inline (what the Helm chart passes, so a changed policy rolls the operator)",
+    )
+    policy.add_argument(
+        "--egress-allow-loopback",
+        action="store_true",
+        help="let the operator connect to loopback addresses (a MISP in the same pod, tests); overrides the file",
+    )
+
+
+def load_policy(args: argparse.Namespace) -> Policy:
+    """The policy of ``--policy FILE`` or ``--policy-json`` and ``--egress-allow-loopback`` (raises SpecError,
+    OSError or a YAML error)."""
+    doc = yaml.safe_load(args.policy.read_text(encoding="utf-8")) if args.policy else None
+    if args.policy_json:
+        if doc is not None:
+            raise SpecError("--policy-json", "give --policy FILE or --policy-json, not both")
+        doc = yaml.safe_load(args.policy_json)  # JSON is YAML
+    policy = parse_policy(doc)
+    if args.egress_allow_loopback:
+        policy = dataclasses.replace(policy, egress=dataclasses.replace(policy.egress, allow_loopback=True))
+    return policy
 
 
 # ------------------------------------------------------------------ bounded fetches (issue 11), `run` and `render`
@@ -112,8 +162,16 @@ def run_operator(args: argparse.Namespace) -> int:
     formats = {"plain": kopf.LogFormat.PLAIN, "full": kopf.LogFormat.FULL, "json": kopf.LogFormat.JSON}
     kopf.configure(log_format=formats[args.log_format], verbose=args.verbose)
     registry = kopf.get_default_registry()
-    register(registry, Tuning(tick_seconds=args.tick_seconds, max_response_bytes=args.max_response_bytes))
+    try:
+        policy = load_policy(args)
+    except (OSError, yaml.YAMLError, SpecError) as exc:
+        print(f"falco-misp run: policy: {exc}", file=sys.stderr)
+        return 2
+    tuning = Tuning(tick_seconds=args.tick_seconds, max_response_bytes=args.max_response_bytes, policy=policy)
+    register(registry, tuning)
     memo = kopf.Memo()
+    if args.operator_namespace:
+        memo["operator_namespace"] = args.operator_namespace  # handlers.configure makes the client with it
     if args.metrics_port:
         memo["metrics"] = Metrics()
         memo["metrics"].serve(args.metrics_port)

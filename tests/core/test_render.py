@@ -284,7 +284,7 @@ def merged_by_name(bundles: list[RulesBundle]) -> dict[tuple[str, str], dict[str
 
 def test_same_named_feeds_of_two_namespaces_keep_both_lists_in_one_falco() -> None:
     a, b = team_feed("team-a"), team_feed("team-b")
-    assert (a.config_map_prefix, b.config_map_prefix) == ("misp-team-a-intel", "misp-team-b-intel")
+    assert (a.config_map_prefix, b.config_map_prefix) == ("misp-team--a-intel", "misp-team--b-intel")
     ind_a = IndicatorSet(addresses={OUT: addresses(2000)}, networks={IN: networks(30)})
     ind_b = IndicatorSet(addresses={OUT: addresses(1500, "12.0.0.0")}, networks={IN: networks(5)})
     bundle_a, bundle_b = render_rules(a, ind_a), render_rules(b, ind_b)
@@ -333,7 +333,7 @@ def test_rule_names_collide_exactly_when_config_map_names_do(p: str, q: str, i: 
     gets two definitions of one name from two shards."""
 
     def shard(prefix: str, index: int) -> tuple[str, set[str]]:
-        f = feed(name="x", falco={"configMapPrefix": prefix, "maxShards": 21, "domains": True})
+        f = feed(name="x", falco={"configMapPrefix": prefix, "namespace": "ns", "maxShards": 21, "domains": True})
         writer = _ShardWriter(f, index)  # shard ``index`` with one block of every group
         for group, direction, items in EVERY_GROUP:
             writer.add(group, direction, items, start=0, end=1, cost=0)

@@ -15,6 +15,7 @@ import jsonschema
 import pytest
 import yaml
 
+from falco_misp.controller.status import delivery_target, record_change
 from falco_misp.delivery.configmaps import ANNOTATION_SHARD_HASH, feed_labels
 from falco_misp.delivery.rulesfiles import (
     RULES_KEY,
@@ -304,6 +305,41 @@ def test_the_summary_counts_both_kinds() -> None:
     bundle = bundle_of(f)
     summary = plan_rulesfiles(f, bundle, [], []).summary()
     assert (len(summary.create), len(summary.update), len(summary.delete)) == (2, 0, 0)
+
+
+def test_the_summary_carries_what_the_configmaps_held_so_last_change_counts_only_the_change() -> None:
+    """The first lastChange in Rulesfiles mode counts against the ConfigMaps' ``rules.yaml`` as listed (the cluster,
+    not memory: the same after a restart), not against nothing."""
+    f = rulesfile_feed()
+    old_values = [f"45.0.0.{i}" for i in range(1, 6)]
+    new_values = [*old_values[1:], "45.0.9.1", "45.0.9.2"]
+    old = render_rules(f, indicators(old_values, f))
+    listed_cms = [as_listed(build_rules_configmap(f, old, s)) for s in old.shards]
+    listed_rfs = [as_listed(build_rulesfile(f, old, s)) for s in old.shards]
+    new_indicators = indicators(new_values, f)
+    summary = plan_rulesfiles(f, render_rules(f, new_indicators), listed_cms, listed_rfs).summary()
+    assert summary.writes == 2  # the ConfigMap's rules.yaml and the Rulesfile's hash annotations
+    assert summary.previous == {f"{s.name}/{RULES_KEY}": s.content.decode() for s in old.shards}
+    record = record_change(f, new_indicators, summary.previous, T0)
+    assert record.fields["lastChange"] == {
+        "time": "2026-01-05T12:00:00Z", "added": {"outbound_addresses": 2}, "removed": {"outbound_addresses": 1}
+    }  # fmt: skip
+    (notice,) = record.notices
+    assert (notice.reason, notice.message) == ("RulesChanged", "+2 outbound addresses, -1 outbound addresses "
+                                               "(6 indicators now)")  # fmt: skip
+
+
+def test_a_mode_switch_or_a_new_registry_drops_the_old_delivery_answer() -> None:
+    configmaps = {"rollout": {"mode": "HotReload"}, "falcoNamespace": "falco"}
+    rulesfiles = {"rollout": {"mode": "Rulesfiles"}, "falcoNamespace": "falco"}
+    oci = {"rollout": {"mode": "OCI"}, "falcoNamespace": "falco", "push": {"reference": "r.example.org/a"}}
+    pinned = {**oci, "push": {"reference": "r.example.org/a", "rulesfile": "misp-ns-intel"}}
+    elsewhere = {**oci, "push": {"reference": "r.example.org/b"}}
+    moved = {**rulesfiles, "falcoNamespace": "falco-2"}
+    targets = [delivery_target(s) for s in (configmaps, rulesfiles, oci, pinned, elsewhere, moved, {})]
+    assert len(set(targets)) == len(targets)
+    same_push_later = {**oci, "push": {"reference": "r.example.org/a", "digest": "sha256:1", "time": "t"}}
+    assert delivery_target(same_push_later) == delivery_target(oci)
 
 
 # ---------------------------------------------------------------------------------------------- delivered

@@ -22,8 +22,9 @@ from packaging.version import Version
 
 from deploy.chartkit import CRD_SOURCE, REPO, chart, kube_errors, load_yaml_docs
 from falco_misp.feed.allowlist import ALLOW_LIST_KIND, parse_allow_list
-from falco_misp.feed.model import KIND
+from falco_misp.feed.model import KIND, ServerKind
 from falco_misp.feed.parse import parse_feed
+from falco_misp.feed.servers import PLURALS, parse_server
 
 EXAMPLES = REPO / "examples"
 GITOPS = EXAMPLES / "gitops"
@@ -118,10 +119,12 @@ def feeds_in(name: str) -> list[dict[str, Any]]:
 DOCUMENTS = example_documents()
 FEEDS = [(p, d) for p, d in DOCUMENTS if d["kind"] == KIND]
 ALLOW_LISTS = [(p, d) for p, d in DOCUMENTS if d["kind"] == ALLOW_LIST_KIND]
+SERVER_KINDS = {k.value: k for k in ServerKind}  # ClusterMispServer, MispServer (issue 15)
+SERVERS = [(p, d) for p, d in DOCUMENTS if d["kind"] in SERVER_KINDS]
 OTHERS = [
     (p, d)
     for p, d in DOCUMENTS
-    if d["kind"] not in (KIND, ALLOW_LIST_KIND) and d["apiVersion"] != "argoproj.io/v1alpha1"
+    if d["kind"] not in (KIND, ALLOW_LIST_KIND, *SERVER_KINDS) and d["apiVersion"] != "argoproj.io/v1alpha1"
 ]
 
 
@@ -232,6 +235,22 @@ def test_allow_lists_pass_their_crd_schema_and_the_parser() -> None:
     bad = copy.deepcopy(ALLOW_LISTS[0][1])
     bad["spec"]["networkz"] = []
     assert schema_errors(validator, bad) != []
+
+
+# ------------------------------------------------------------------------------- ClusterMispServer, MispServer
+def test_servers_pass_their_crd_schema_and_the_parser() -> None:
+    assert {d["kind"] for _, d in SERVERS} == set(SERVER_KINDS), "one example of each (docs name them)"
+    for path, doc in SERVERS:
+        kind = SERVER_KINDS[doc["kind"]]
+        (crd,) = load_yaml_docs(CRD_SOURCE.parent / f"{PLURALS[kind]}.falco-misp.io.yaml")
+        (version,) = crd["spec"]["versions"]
+        validator = jsonschema.Draft202012Validator(to_json_schema(version["schema"]["openAPIV3Schema"]))
+        assert schema_errors(validator, doc) == [], path
+        meta = doc["metadata"]
+        assert parse_server(kind, meta["name"], meta.get("namespace"), doc["spec"]).name == meta["name"]
+        bad = copy.deepcopy(doc)
+        bad["spec"]["urll"] = "typo"
+        assert schema_errors(validator, bad) != []
 
 
 # ------------------------------------------------------------------------------------------- other manifests

@@ -208,6 +208,18 @@ def test_defaults(rendered: dict[str, Rendered]) -> None:
     assert "It watches MispFeeds in every namespace." in r.notes
 
 
+# ClusterMispServers (issue 15): read by syncs, watched and their status written (kopf's finalizer: patch), whatever
+# the namespaces watched; namespaces read for a server's allowedNamespaces.selector.
+SERVER_GRANTS = {
+    ("get", "falco-misp.io/clustermispservers", None, None),
+    ("list", "falco-misp.io/clustermispservers", None, None),
+    ("watch", "falco-misp.io/clustermispservers", None, None),
+    ("patch", "falco-misp.io/clustermispservers", None, None),
+    ("patch", "falco-misp.io/clustermispservers/status", None, None),
+    ("get", "namespaces", None, None),
+}
+
+
 def test_default_rbac_is_cluster_wide_for_feeds_and_scoped_for_falco(rendered: dict[str, Rendered]) -> None:
     granted = grants(rendered["defaults"].objects, account=RELEASE, namespace=NAMESPACE)
     table = {(g.verb, g.resource, g.namespace, g.names) for g in granted}
@@ -221,6 +233,12 @@ def test_default_rbac_is_cluster_wide_for_feeds_and_scoped_for_falco(rendered: d
         ("get", "falco-misp.io/mispallowlists", None, None),  # cluster-scoped: read before a sync, watched
         ("list", "falco-misp.io/mispallowlists", None, None),
         ("watch", "falco-misp.io/mispallowlists", None, None),
+        *SERVER_GRANTS,  # issue 15
+        ("get", "falco-misp.io/mispservers", None, None),  # with the feeds: cluster-wide here
+        ("list", "falco-misp.io/mispservers", None, None),
+        ("watch", "falco-misp.io/mispservers", None, None),
+        ("patch", "falco-misp.io/mispservers", None, None),
+        ("patch", "falco-misp.io/mispservers/status", None, None),
         ("create", "events", None, None),
         ("get", "secrets", None, None),
         ("list", "configmaps", "falco", None),
@@ -256,6 +274,7 @@ def test_namespaced(rendered: dict[str, Rendered]) -> None:
         ("get", "falco-misp.io/mispallowlists"),  # cluster-scoped whatever the namespaces watched
         ("list", "falco-misp.io/mispallowlists"),
         ("watch", "falco-misp.io/mispallowlists"),
+        *{(verb, resource) for verb, resource, _, _ in SERVER_GRANTS},
     }
     for namespace in ("security", "team-b"):
         local = {(g.verb, g.resource, g.names) for g in granted if g.namespace == namespace}
@@ -264,9 +283,18 @@ def test_namespaced(rendered: dict[str, Rendered]) -> None:
             ("watch", "falco-misp.io/mispfeeds", None),
             ("patch", "falco-misp.io/mispfeeds", None),
             ("patch", "falco-misp.io/mispfeeds/status", None),
+            ("get", "falco-misp.io/mispservers", None),
+            ("list", "falco-misp.io/mispservers", None),
+            ("watch", "falco-misp.io/mispservers", None),
+            ("patch", "falco-misp.io/mispservers", None),
+            ("patch", "falco-misp.io/mispservers/status", None),
             ("create", "events", None),
             ("get", "secrets", frozenset({"misp-auth", "misp-ca"})),
         }
+    # ClusterMispServers' Secrets: in the release namespace (issue 15), narrowed by the same names.
+    assert {(g.verb, g.resource, g.names) for g in granted if g.namespace == NAMESPACE} == {
+        ("get", "secrets", frozenset({"misp-auth", "misp-ca"}))
+    }
     for namespace in ("falco", "falco-b"):
         local = {(g.verb, g.resource, g.names) for g in granted if g.namespace == namespace}
         assert local == {
@@ -279,7 +307,7 @@ def test_namespaced(rendered: dict[str, Rendered]) -> None:
             ("list", "apps/daemonsets", None),
             ("patch", "apps/daemonsets", None),
         }
-    assert {g.namespace for g in granted} == {None, "security", "team-b", "falco", "falco-b"}
+    assert {g.namespace for g in granted} == {None, "security", "team-b", "falco", "falco-b", NAMESPACE}
     assert "It watches MispFeeds in: security, team-b." in r.notes
     assert "falco, falco-b" in r.notes
 
@@ -287,7 +315,7 @@ def test_namespaced(rendered: dict[str, Rendered]) -> None:
 def test_secrets_narrowed_while_feeds_are_cluster_wide(rendered: dict[str, Rendered]) -> None:
     granted = grants(rendered["cluster-wide-feeds-narrow-secrets"].objects, account=RELEASE, namespace=NAMESPACE)
     secrets = {(g.verb, g.namespace) for g in granted if g.resource == "secrets"}
-    assert secrets == {("get", "security")}
+    assert secrets == {("get", "security"), ("get", NAMESPACE)}  # and the ClusterMispServers' (issue 15)
     assert ("list", "falco-misp.io/mispfeeds", None) in {(g.verb, g.resource, g.namespace) for g in granted}
 
 

@@ -117,8 +117,8 @@ def test_same_named_feeds_of_two_namespaces_compile_together_and_keep_their_item
                 "team_b": ("47.0.0.2", "47.1.0.0/24", "48.0.0.2", "b.example.org")}  # fmt: skip
     for rule, condition in rules.items():
         assert sysdig_compile(condition) is None, rule
-        team = "team_a" if rule.startswith("misp_team_a_intel_0 ") else "team_b"
-        assert rule.startswith(f"misp_{team}_intel_0 ")
+        team = "team_a" if rule.startswith("misp_team__a_intel_0 ") else "team_b"
+        assert rule.startswith(f"misp_{team.replace('_', '__')}_intel_0 ")  # a namespace's "-" doubled (issue 15)
         own, other = expected[team], expected["team_b" if team == "team_a" else "team_a"]
         assert any(v in condition for v in own) and not any(v in condition for v in other), rule
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import kmock
 import pytest
-from kubetest import ALLOW_LISTS, EXPECTED_CALLS, FEEDS, TEST_CLIENT, FakeClock
+from kubetest import ALLOW_LISTS, CLUSTER_SERVERS, EXPECTED_CALLS, FEEDS, PAIRED_URLS, SERVERS, TEST_CLIENT, FakeClock
 
 from emulators.misp import MispEmulator
 from k8s.crdcheck import load_crd, pruned_fields, schema_of
@@ -35,7 +35,11 @@ def clock() -> FakeClock:
 @pytest.fixture
 def misp() -> Iterator[MispEmulator]:
     with MispEmulator() as server:
-        yield server
+        PAIRED_URLS.append(server.url)  # kubetest.secret_body pairs Secrets with it (issue 15)
+        try:
+            yield server
+        finally:
+            PAIRED_URLS.remove(server.url)
 
 
 @pytest.fixture
@@ -54,6 +58,14 @@ def resources(kmock: kmock.KubernetesEmulator) -> None:
         namespaced=False,
         verbs={"list", "watch", "get", "create", "patch", "delete"},
     )
+    for resource, kind, namespaced in ((CLUSTER_SERVERS, "ClusterMispServer", False), (SERVERS, "MispServer", True)):
+        kmock.resources[resource] = kmock.ResourceInfo(  # issue 15
+            kind=kind,
+            singular=kind.lower(),
+            namespaced=namespaced,
+            verbs={"list", "watch", "get", "create", "patch", "delete"},
+            subresources={"status"},
+        )
 
 
 def _resource_name(resource: Any, subresource: str | None) -> str:

@@ -94,10 +94,25 @@ def example_feeds() -> list[tuple[str, dict[str, Any]]]:
     """(path under examples/, document) of every MispFeed document under examples/, subfolders included."""
     out = []
     for path in sorted((REPO / "examples").rglob("*.yaml")):
+        namespace = _kustomized_namespace(path)
         for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")):
             if isinstance(doc, dict) and doc.get("kind") == KIND:
+                if namespace and "namespace" not in (doc.get("metadata") or {}):  # as `kubectl apply -k` sets it
+                    doc["metadata"] = {**doc["metadata"], "namespace": namespace}
                 out.append((str(path.relative_to(REPO / "examples")), doc))
     return out
+
+
+def _kustomized_namespace(path: Path) -> str | None:
+    """The ``namespace`` of the nearest kustomization.yaml above ``path`` under examples/ (None: none)."""
+    for folder in path.parents:
+        if folder == REPO or REPO / "examples" not in (folder, *folder.parents):
+            return None
+        kustomization = folder / "kustomization.yaml"
+        if kustomization.is_file():
+            found = yaml.safe_load(kustomization.read_text(encoding="utf-8")) or {}
+            return str(found["namespace"]) if found.get("namespace") else None
+    return None
 
 
 # ------------------------------------------------------------------------------------------- schema walking

@@ -25,12 +25,17 @@ from emulators.misp import MispEmulator
 from falco_misp.controller.feeds import Tuning
 from falco_misp.controller.handlers import register, register_alerts
 from falco_misp.delivery.kube import KubeClient
+from falco_misp.feed.policy import Egress, Policy
+from falco_misp.feed.servers import ALLOWED_URL_ANNOTATION
 
 GROUP, VERSION, PLURAL = "falco-misp.io", "v1alpha1", "mispfeeds"
 FEEDS = f"{GROUP}/{VERSION}/{PLURAL}"
 ALLOW_LISTS = f"{GROUP}/{VERSION}/mispallowlists"
+CLUSTER_SERVERS, SERVERS = f"{GROUP}/{VERSION}/clustermispservers", f"{GROUP}/{VERSION}/mispservers"  # issue 15
 CONFIGMAPS, DAEMONSETS, SECRETS, EVENTS = "v1/configmaps", "apps/v1/daemonsets", "v1/secrets", "v1/events"
 START = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
+LOOPBACK_POLICY = Policy(egress=Egress(allow_loopback=True))
+"""The operator's default policy but for loopback, where the test emulators listen (``--egress-allow-loopback``)."""
 
 # What the operator may call: (verb, resource). The Helm chart's RBAC grants exactly this (namespaces: the
 # MispFeeds' for mispfeeds, Secrets and Events; Falco's for ConfigMaps and DaemonSets).
@@ -47,6 +52,19 @@ EXPECTED_CALLS = frozenset({
     ("get", "falco-misp.io/mispallowlists"),  # the allow-lists a feed names, read before each sync
     ("list", "falco-misp.io/mispallowlists"),  # watched: a change syncs the feeds naming the list
     ("watch", "falco-misp.io/mispallowlists"),
+    # ClusterMispServers and MispServers (issue 15): read by each sync that names one, watched for their status
+    # checks, whose results are patched into their status; namespaces read for a server's namespace selector.
+    ("get", "falco-misp.io/clustermispservers"),
+    ("patch", "falco-misp.io/clustermispservers"),  # kopf's finalizer: a timer stops before the object goes
+    ("list", "falco-misp.io/clustermispservers"),
+    ("watch", "falco-misp.io/clustermispservers"),
+    ("patch", "falco-misp.io/clustermispservers/status"),
+    ("get", "falco-misp.io/mispservers"),
+    ("patch", "falco-misp.io/mispservers"),
+    ("list", "falco-misp.io/mispservers"),
+    ("watch", "falco-misp.io/mispservers"),
+    ("patch", "falco-misp.io/mispservers/status"),
+    ("get", "namespaces"),
     ("create", "events"),
     ("list", "configmaps"),
     ("create", "configmaps"),
@@ -103,7 +121,8 @@ async def running_operator(
     :class:`Tuning` fields; ``memo``: more operator memo entries (``live_metrics``...).
     """
     registry = kopf.OperatorRegistry()
-    tune = Tuning(tick_seconds=tick, retry_base_seconds=0.2, retry_max_seconds=1.0, clock=clock, **(tuning or {}))
+    fields: dict[str, Any] = {"policy": LOOPBACK_POLICY, **(tuning or {})}  # the emulators listen on 127.0.0.1
+    tune = Tuning(tick_seconds=tick, retry_base_seconds=0.2, retry_max_seconds=1.0, clock=clock, **fields)
     register(registry, tune)
     if memo and "intake" in memo:  # the alert endpoint (issue 5): the memo brings the reporter and the intake
         register_alerts(registry)
@@ -186,12 +205,25 @@ def misp_spec(misp: MispEmulator, secret: str = "misp-auth", **sections: Any) ->
     return spec
 
 
-def secret_body(name: str, namespace: str, value: str) -> dict[str, Any]:
+PAIRED_URLS: list[str] = []
+"""The URLs of the MISP emulators the ``misp`` fixture runs: what :func:`secret_body` pairs a Secret with by default."""
+
+
+def secret_body(
+    name: str, namespace: str, value: str, *, allowed_url: str | None = "", data: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """A Secret (key ``authkey``, or ``data``) paired with the ``misp`` fixture's emulator (issue 15: the annotation
+    ``falco-misp.io/allowed-url``); ``allowed_url``: another value, None: not paired."""
+    meta: dict[str, Any] = {"name": name, "namespace": namespace, "resourceVersion": "1"}
+    paired = " ".join(PAIRED_URLS) if allowed_url == "" else allowed_url
+    if paired is not None:
+        meta["annotations"] = {ALLOWED_URL_ANNOTATION: paired}
+    values = data if data is not None else {"authkey": value}
     return {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": {"name": name, "namespace": namespace, "resourceVersion": "1"},
-        "data": {"authkey": base64.b64encode(value.encode()).decode()},
+        "metadata": meta,
+        "data": {k: base64.b64encode(v.encode()).decode() for k, v in values.items()},
     }
 
 

@@ -214,7 +214,8 @@ def test_validation_rules_are_present(schema: dict[str, Any]) -> None:
     assert ">= 60" in rules[".spec.refresh.interval"][0]  # refresh at least 1m
     assert "enforceWarninglist" in rules[".spec"][0]
     assert "size() <= 47" in rules[""][0]
-    assert spec["properties"]["source"]["properties"]["misp"]["required"] == ["url", "authKeySecretRef"]
+    misp_rules = rules[".spec.source.misp"]  # issue 15: url + key, or a server resource
+    assert misp_rules[:2] == ["has(self.url) != has(self.serverRef)", "!has(self.url) || has(self.authKeySecretRef)"]
     duration = spec["properties"]["refresh"]["properties"]["interval"]["pattern"]
     assert [bool(re.search(duration, d)) for d in ("90s", "15m", "1h", "30d", "2w", "0m", "1y", "1.5h")] == [
         True, True, True, True, True, False, False, False
@@ -287,7 +288,10 @@ MAXIMAL_OCI: dict[str, Any] = {
     "rulesfile": True,
     "pullSecretRef": {"name": "pull-creds"},
 }
-LOCATION = {"url": "https://feeds.example.org/x", "verifyTLS": True, "timeoutSeconds": 10}
+LOCATION = {
+    "url": "https://feeds.example.org/x", "verifyTLS": True, "timeoutSeconds": 10,
+    "headersSecretRef": {"name": "feed-headers"},  # issue 15: credentials as headers, never in the URL
+}  # fmt: skip
 MAXIMAL_SOURCES: list[dict[str, Any]] = [
     {
         "misp": {
@@ -300,6 +304,7 @@ MAXIMAL_SOURCES: list[dict[str, Any]] = [
             "zmq": {"url": "tcp://misp.example.org:50000", "debounce": "10s"},
         }
     },
+    {"misp": {"serverRef": {"kind": "ClusterMispServer", "name": "circl"}}},  # issue 15: a server resource
     {"mispFeed": dict(LOCATION)},
     {"file": dict(LOCATION)},
     {"text": {**LOCATION, "types": ["ip-src"], "minScore": 3}},
@@ -365,8 +370,8 @@ def test_maximal_specs_are_admitted(schema: dict[str, Any]) -> None:
 @pytest.mark.parametrize("source", MAXIMAL_SOURCES, ids=lambda s: next(iter(s)))
 def test_schema_defaults_are_spec_py_defaults(schema: dict[str, Any], source: dict[str, Any]) -> None:
     ((kind, cfg),) = source.items()
-    required = {"url": cfg["url"]}
-    if kind == "misp":
+    required = {"url": cfg["url"]} if "url" in cfg else dict(cfg)  # serverRef: nothing else
+    if kind == "misp" and "url" in cfg:
         required["authKeySecretRef"] = cfg["authKeySecretRef"]
     sparse: dict[str, Any] = {"source": {kind: required}}
     sparse.update({"filters": {}, "exclusions": {}, "limits": {}, "falco": {}, "refresh": {}})

@@ -38,6 +38,7 @@ BASE = "spec.validation.openAPIV3Schema"
 FILE = {"file": {"url": "x.json"}}
 MISP = {"misp": {"url": "https://misp.example.org", "authKeySecretRef": {"name": "misp-auth", "key": "authkey"}}}
 ZMQ = "tcp://misp.example.org:50000"
+SERVER_REF = {"kind": "ClusterMispServer", "name": "circl"}  # issue 15: a server resource instead of url + key
 
 
 def doc(spec: dict[str, Any], name: str = "x") -> dict[str, Any]:
@@ -136,6 +137,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
     "configmaps-delivery-with-a-daemonset": doc(
         {"falco": {"daemonSet": "falco", "rollout": "Restart", "delivery": {"mode": "ConfigMaps"}}}
     ),
+    "misp-server-reference": doc({"source": {"misp": {"serverRef": SERVER_REF}}, "reporting": {"sightings": {}}}),
     "static-feed-with-reporting-off": doc(
         {
             "source": {"mispFeed": {"url": "https://feeds.example.org/circl"}},
@@ -206,6 +208,19 @@ FAILING: dict[tuple[str, int], list[tuple[dict[str, Any], str]]] = {
         (doc({"source": {}}), ".spec.source"),
         (doc({"source": {**FILE, "text": {"url": "l"}}}), ".spec.source"),
         (doc({"source": {**MISP, "mispFeed": {"url": "f"}, **FILE}}), ".spec.source"),
+    ],
+    (".spec.source.misp", 0): [
+        (doc({"source": {"misp": {"authKeySecretRef": {"name": "k", "key": "k"}}}}), ".spec.source.misp"),
+        (doc({"source": {"misp": {}}}), ".spec.source.misp"),
+    ],
+    (".spec.source.misp", 1): [(doc({"source": {"misp": {"url": "https://misp.example.org"}}}), ".spec.source.misp")],
+    (".spec.source.misp", 2): [
+        (doc({"source": {"misp": {"serverRef": SERVER_REF, **extra}}}), ".spec.source.misp")
+        for extra in (
+            {"authKeySecretRef": {"name": "k", "key": "k"}},
+            {"caBundleSecretRef": {"name": "c", "key": "c"}},
+            {"zmq": {"url": ZMQ}},
+        )
     ],
     (".spec.source.misp.zmq.debounce", 0): [
         (doc({"source": misp(zmq={"url": ZMQ, "debounce": d})}), ".spec.source.misp.zmq.debounce")

@@ -54,7 +54,7 @@ async def test_ready_describes_the_current_generation(
     kmock: kmock.KubernetesEmulator, misp: MispEmulator, clock: FakeClock
 ) -> None:
     misp.add_event(misp_event(1, ip_attrs(ips(6))))
-    await create(kmock, daemonset_body(mounts=("misp-sec-intel", "misp-taken")))
+    await create(kmock, daemonset_body(mounts=("misp-sec-intel", "misp-sec-clash")))
     await create(kmock, secret_body("misp-auth", "sec", misp.api_key))
 
     async with running_operator(kmock, clock):
@@ -98,17 +98,17 @@ async def test_a_conflict_waits_for_the_object_in_the_way(
     kmock: kmock.KubernetesEmulator, misp: MispEmulator, clock: FakeClock
 ) -> None:
     misp.add_event(misp_event(1, ip_attrs(ips(3))))
-    await create(kmock, daemonset_body(mounts=("misp-sec-intel", "misp-taken")))
+    await create(kmock, daemonset_body(mounts=("misp-sec-intel", "misp-sec-clash")))
     await create(kmock, secret_body("misp-auth", "sec", misp.api_key))
-    await create(kmock, configmap_body("misp-taken-0", "falco"))  # someone else's, with the name the feed wants
+    await create(kmock, configmap_body("misp-sec-clash-0", "falco"))  # someone else's, with the name the feed wants
 
     async with running_operator(kmock, clock):
-        await create(kmock, feed_body("clash", "sec", misp_spec(misp, falco={"configMapPrefix": "misp-taken"})))
+        await create(kmock, feed_body("clash", "sec", misp_spec(misp)))
         status = await eventually(
             lambda: (s := status_of(kmock, "sec", "clash")) and cond(s, "Degraded").get("reason") == "ConfigMapConflict"
             and s
         )  # fmt: skip
-        assert unpruned(status)["conflict"]["configMap"] == "falco/misp-taken-0"
+        assert unpruned(status)["conflict"]["configMap"] == "falco/misp-sec-clash-0"
         searches = len(misp.restsearch_requests())
 
         # Hours of timer ticks (refresh due every hour): no fetch, no write, no second Event while nothing changed.
@@ -117,17 +117,17 @@ async def test_a_conflict_waits_for_the_object_in_the_way(
             await asyncio.sleep(1.0)  # four timer ticks of 0.25 s
         assert len(misp.restsearch_requests()) == searches
         assert [r for _, r, _ in events(kmock, "sec")].count("ConfigMapConflict") == 1
-        assert configmaps(kmock, "falco")["misp-taken-0"]["data"] == {"rules.yaml": "# not ours\n"}
+        assert configmaps(kmock, "falco")["misp-sec-clash-0"]["data"] == {"rules.yaml": "# not ours\n"}
 
         # The owner removes the object in the way: the next tick notices and the feed syncs.
-        resp = await kmock.delete("/api/v1/namespaces/falco/configmaps/misp-taken-0")
+        resp = await kmock.delete("/api/v1/namespaces/falco/configmaps/misp-sec-clash-0")
         assert resp.status == 200
         status = await eventually(
             lambda: (s := status_of(kmock, "sec", "clash")) and cond(s, "Ready").get("status") == "True" and s,
             what="synced after the conflict went away",
         )
         assert "conflict" not in status
-        assert configmaps(kmock, "falco")["misp-taken-0"]["metadata"]["labels"]["falco-misp.io/feed"] == "clash"
+        assert configmaps(kmock, "falco")["misp-sec-clash-0"]["metadata"]["labels"]["falco-misp.io/feed"] == "clash"
 
 
 async def test_metrics_count_syncs_not_rollout_ticks_and_forget_deleted_feeds(
@@ -166,7 +166,7 @@ async def test_reporting_without_the_alert_endpoint_is_said(
     kmock: kmock.KubernetesEmulator, misp: MispEmulator, clock: FakeClock
 ) -> None:
     misp.add_event(misp_event(1, ip_attrs(ips(2))))
-    await create(kmock, daemonset_body(mounts=("misp-sec-intel", "misp-taken")))
+    await create(kmock, daemonset_body(mounts=("misp-sec-intel", "misp-sec-clash")))
     await create(kmock, secret_body("misp-auth", "sec", misp.api_key))
 
     async with running_operator(kmock, clock):  # no memo["intake"]: started without --alerts-port
@@ -192,7 +192,7 @@ async def test_unbounded_answers_fail_the_fetch_and_keep_the_rules(
     kmock: kmock.KubernetesEmulator, misp: MispEmulator, clock: FakeClock
 ) -> None:
     misp.add_event(misp_event(1, ip_attrs(ips(30))))
-    await create(kmock, daemonset_body(mounts=("misp-sec-intel", "misp-taken")))
+    await create(kmock, daemonset_body(mounts=("misp-sec-intel", "misp-sec-clash")))
     await create(kmock, secret_body("misp-auth", "sec", misp.api_key))
 
     async with running_operator(kmock, clock, tuning={"max_response_bytes": 64 * 1024}):
@@ -228,7 +228,7 @@ async def test_more_indicators_than_fit_keep_the_newest_and_say_how_many_were_le
 ) -> None:
     misp.add_event(misp_event(1, ip_attrs(ips(2000)), publish_timestamp=1_700_000_000))
     misp.add_event(misp_event(2, ip_attrs(ips(500, second=100)), publish_timestamp=1_700_000_100))  # newest
-    await create(kmock, daemonset_body(mounts=("misp-sec-intel", "misp-taken")))
+    await create(kmock, daemonset_body(mounts=("misp-sec-intel", "misp-sec-clash")))
     await create(kmock, secret_body("misp-auth", "sec", misp.api_key))
 
     async with running_operator(kmock, clock):

@@ -10,8 +10,10 @@ rules push nothing (the registry's access log shows no write); a refused push ke
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 import json
+import logging
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,8 +43,18 @@ from kubetest import (
 )
 
 from emulators.misp import MispEmulator
-from falco_misp.delivery.artifact import CONFIG_MEDIA_TYPE, LAYER_MEDIA_TYPE
-from helpers import misp_event
+from falco_misp.delivery.artifact import (
+    CONFIG_MEDIA_TYPE,
+    LAYER_MEDIA_TYPE,
+    build_artifact,
+    build_layer,
+    digest,
+    layer_files,
+    read_layer,
+)
+from falco_misp.delivery.registry import RegistryAuth, RegistryTarget, parse_reference, push_artifact
+from falco_misp.rendering.shards import render_rules
+from helpers import feed, indicators, misp_event
 from k8s.test_rulesfiles import (
     PLURAL,
     PROGRAMMED,
@@ -126,6 +138,8 @@ async def test_pushed_pinned_unchanged_changed_refused_and_removed(
         first = await eventually(lambda: push_of(kmock).get("digest") and push_of(kmock), what="pushed")
         status = status_of(kmock, "sec", "intel")
         assert cond(status, "Ready")["status"] == "True" and status["rollout"]["mode"] == "OCI"
+        # The tag did not exist: every indicator is new to the followers.
+        assert status["lastChange"] == {"time": first["time"], "added": {"outbound_addresses": 20}, "removed": {}}
         assert first["reference"] == f"{registry.host}/{REPOSITORY}" and first["pushed"] is True
         version = first["tags"][0]
         assert first["tags"] == [version, "latest"] and version.startswith("1.0.0-rules-")
@@ -172,6 +186,12 @@ async def test_pushed_pinned_unchanged_changed_refused_and_removed(
             lambda: (p := push_of(kmock)) and p["digest"] != first["digest"] and p, what="new push"
         )
         assert second["pushed"] is True and second["tags"][0] != version
+        # lastChange against the artifact the registry served before (read back from it, not from memory).
+        assert status_of(kmock, "sec", "intel")["lastChange"] == {
+            "time": second["time"], "added": {"outbound_addresses": 5}, "removed": {}
+        }  # fmt: skip
+        await eventually(lambda: ("Normal", "RulesChanged", "+5 outbound addresses (25 indicators now)") in
+                         events(kmock, "sec"))  # fmt: skip
         assert pulled(registry, "latest")[0] == second["digest"]
         assert pulled(registry, version)[0] == first["digest"]  # the old version stays pullable
         await eventually(lambda: rulesfiles(kmock)[PREFIX]["spec"]["ociArtifact"]["image"]["tag"] == second["digest"])
@@ -229,9 +249,118 @@ async def test_a_tls_registry_with_a_ca_secret_and_user_password_keys_needs_no_r
             assert push["tags"][1:] == ["stable"] and "rulesfile" not in push
             assert pulled(server, "stable")[0] == push["digest"]
             status = status_of(kmock, "sec", "intel")
-            assert status["configMaps"] == [] and "Delivered" not in {c["type"] for c in status["conditions"]}
+            assert status["configMaps"] == []
+            # falcoctl followers tell no one: Delivered says what is known, and that nothing more can be.
+            delivered = cond(status, "Delivered")
+            assert (delivered["status"], delivered["reason"]) == ("Unknown", "PushedToRegistry")
+            assert f"{server.host}/{REPOSITORY}@{push['digest']}" in delivered["message"]
+            assert "cannot be observed" in delivered["message"]
         cluster_writes = [(m, p) for m, p, _, _ in operator_requests(kmock, start) if m in ("POST", "PATCH", "DELETE")]
         assert {p for _, p in cluster_writes} <= {"mispfeeds", "events"}
         assert {p for _, p, _, _ in operator_requests(kmock, start)}.isdisjoint({PLURAL, "daemonsets", "pods"})
     finally:
         server.stop()
+
+
+async def test_delivered_follows_the_mode_never_left_from_the_previous_one(
+    kmock: kmock.KubernetesEmulator, misp: MispEmulator, clock: FakeClock, registry: RegistryServer
+) -> None:
+    """Rulesfiles (programmed) -> plain OCI -> OCI with a pinned Rulesfile: each switch drops the old answer; plain OCI
+    says PushedToRegistry, a pinned Rulesfile is asked again from the start."""
+    misp.add_event(misp_event(1, ip_attrs(ips(3))))
+    await create(kmock, secret_body("misp-auth", "sec", misp.api_key))
+    await create(kmock, docker_config_secret("push-creds", "sec", registry.host))
+    oci = {"reference": f"{registry.host}/{REPOSITORY}", "credentialsSecretRef": {"name": "push-creds"},
+           "plainHTTP": True}  # fmt: skip
+
+    def delivered() -> dict[str, Any]:
+        return cond(status_of(kmock, "sec", "intel"), "Delivered")
+
+    async def switch(generation: int, delivery: dict[str, Any]) -> dict[str, Any]:
+        spec = misp_spec(misp, falco={"namespace": "falco", "delivery": delivery})
+        resp = await kmock.patch(feed_url("sec", "intel"), json={"metadata": {"generation": generation}, "spec": spec})
+        assert resp.status == 200
+        return dict(await eventually(lambda: (s := status_of(kmock, "sec", "intel")).get("appliedGeneration")
+                                     == generation and s, what=f"generation {generation} applied"))  # fmt: skip
+
+    async with running_operator(kmock, clock):
+        spec = misp_spec(misp, falco={"namespace": "falco", "delivery": {"mode": "Rulesfiles"}})
+        await create(kmock, feed_body("intel", "sec", spec))
+        await eventually(lambda: f"{PREFIX}-0" in rulesfiles(kmock), what="Rulesfile written")
+        await set_conditions(kmock, f"{PREFIX}-0", **PROGRAMMED)
+        await eventually(lambda: delivered().get("reason") == "AllProgrammed", what="programmed")
+
+        status = await switch(2, {"mode": "OCI", "oci": oci})
+        now = cond(status, "Delivered")
+        assert (now["status"], now["reason"]) == ("Unknown", "PushedToRegistry")
+        assert status["push"]["digest"] in now["message"] and "rulesfiles" not in (status.get("delivery") or {})
+        pushed = status["lastChange"]
+        assert pushed["added"] == {"outbound_addresses": 3}  # the registry held none of them
+        await eventually(lambda: rulesfiles(kmock) == {}, what="Rulesfiles withdrawn")
+        clock.advance(hours=2)  # the next sync (same rules, nothing pushed) says the same
+        await eventually(lambda: push_of(kmock)["time"] != status["push"]["time"], what="resynced")
+        assert delivered() == now
+
+        status = await switch(3, {"mode": "OCI", "oci": {**oci, "rulesfile": True}})
+        assert delivered().get("reason") != "PushedToRegistry"
+        waiting = await eventually(lambda: (c := delivered()) and c, what="the pinned Rulesfile asked")
+        assert (waiting["status"], waiting["reason"]) == ("Unknown", "Propagating")
+        await set_conditions(kmock, PREFIX, **PROGRAMMED)
+        await eventually(lambda: delivered().get("reason") == "AllProgrammed", what="pinned Rulesfile programmed")
+        assert status["push"]["pushed"] is False and status["lastChange"] == pushed  # same rules: nothing pushed
+
+
+def test_push_reads_back_what_it_replaces_bounded_and_never_failing_for_it(
+    registry: RegistryServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``read_previous``: the files of the artifact the moving tag served ({} for a new tag); an unreadable one is
+    logged and left unknown (None), the push itself succeeds."""
+    f = feed(name="intel", falco={"delivery": {"mode": "OCI", "oci": {"reference": f"{registry.host}/{REPOSITORY}"}}})
+    target = RegistryTarget(reference=parse_reference(f"{registry.host}/{REPOSITORY}"), plain_http=True)
+    auth = RegistryAuth(USER, PASSWORD)
+
+    def bundle(*values: str) -> Any:
+        return render_rules(f, indicators(list(values), f))
+
+    first = push_artifact(target, build_artifact(f, bundle("45.0.0.1")), auth, read_previous=True)
+    assert first.pushed and first.previous == {}
+    second_bundle = bundle("45.0.0.1", "45.0.0.2")
+    second = push_artifact(target, build_artifact(f, second_bundle), auth, read_previous=True)
+    assert second.previous == layer_files(f, bundle("45.0.0.1"))  # byte-equal to what was pushed before
+    assert push_artifact(target, build_artifact(f, second_bundle), auth, read_previous=True).previous is None
+
+    # The tag now holds our annotation over a layer that is no tar.gz: unknown, logged, and the push goes on.
+    good = build_artifact(f, bundle("45.0.0.3"))
+    layer = b"not a tar.gz"
+    manifest = json.loads(good.manifest)
+    manifest["layers"][0].update(digest=digest(layer), size=len(layer))
+    raw = json.dumps(manifest).encode()
+    broken = dataclasses.replace(
+        good, layer=layer, layer_digest=digest(layer), manifest=raw, manifest_digest=digest(raw)
+    )
+    push_artifact(target, broken, auth)
+    with caplog.at_level(logging.WARNING, logger="falco_misp.delivery.registry"):
+        after = push_artifact(target, build_artifact(f, bundle("45.0.0.4")), auth, read_previous=True)
+    assert after.pushed and after.previous is None
+    assert "cannot read the artifact this push replaces" in caplog.text and "not a tar.gz" in caplog.text
+    assert pulled(registry, "latest")[0] == after.digest
+
+
+def test_a_layer_is_read_back_only_within_its_bounds() -> None:
+    files = {"a.yaml": b"- list: x\n", "b.yaml": b"# nothing\n"}
+    assert read_layer(build_layer(files), 1024) == files
+    with pytest.raises(ValueError, match="more than 15 bytes"):
+        read_layer(build_layer(files), 15)
+    with pytest.raises(ValueError, match="more than 1 files"):
+        read_layer(build_layer(files), 1024, max_files=1)
+    bomb = build_layer({"big.yaml": b"\0" * 50_000_000})  # 50 MB of zeros, about 50 KB packed
+    assert len(bomb) < 100_000
+    with pytest.raises(ValueError, match="more than 1048576 bytes"):
+        read_layer(bomb, 1024 * 1024)  # refused from the header, before anything is unpacked
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w:gz") as tar:
+        tar.addfile(tarfile.TarInfo("../escape.yaml"), io.BytesIO(b""))
+    with pytest.raises(ValueError, match="not a plain file name"):
+        read_layer(raw.getvalue(), 1024)
+    with pytest.raises(ValueError, match=r"not a tar\.gz"):
+        read_layer(b"garbage", 1024)

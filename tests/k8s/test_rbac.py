@@ -19,8 +19,10 @@ import kmock
 import pytest
 from kmock._internal import parsing as kmock_parsing
 from kubetest import (
+    CLUSTER_SERVERS,
     FEEDS,
     OPERATOR_TEST,
+    SERVERS,
     TEST_CLIENT,
     FakeClock,
     cond,
@@ -49,6 +51,7 @@ pytestmark = [*OPERATOR_TEST, pytest.mark.usefixtures("cluster_scoped_namespaces
 
 FEED_NAMESPACES = ("security", "team-b")
 FALCO_NAMESPACE = "falco"
+OPERATOR_NAMESPACE = NAMESPACE  # the release namespace, where the KubeClient of running_operator says it runs
 SECRET = "misp-auth"
 # Granted for kopf's own needs although this scenario may not exercise them: none so far. Add an entry only with the
 # reason the operator needs it (for example a call kopf makes only on a CRD change or a namespace creation).
@@ -65,6 +68,9 @@ def cluster_scoped_namespaces(monkeypatch: pytest.MonkeyPatch) -> None:
     def parse_path(path: str) -> kmock_parsing.ParsedPath:
         if path.strip("/") == "api/v1/namespaces":
             return kmock_parsing.ParsedPath(group="", version="v1", plural="namespaces")
+        parts = path.strip("/").split("/")
+        if parts[:3] == ["api", "v1", "namespaces"] and len(parts) == 4:  # one namespace (a server's selector)
+            return kmock_parsing.ParsedPath(group="", version="v1", plural="namespaces", name=parts[3])
         return original(path)
 
     monkeypatch.setattr(kmock_parsing, "parse_path", parse_path)
@@ -125,14 +131,29 @@ async def scenario(
     """Create two feeds, sync, change the data, re-sync and roll Falco, delete one feed: the calls made."""
     misp.add_event(misp_event(1, ip_attrs(ips(5))))
     for namespace in (*FEED_NAMESPACES, FALCO_NAMESPACE):
-        resp = await emulator.post("/api/v1/namespaces", json={"metadata": {"name": namespace}})
+        labels = {"misp-access": "circl"} if namespace == "team-b" else {}  # the ClusterMispServer's selector
+        resp = await emulator.post("/api/v1/namespaces", json={"metadata": {"name": namespace, "labels": labels}})
         assert resp.status == 200, await resp.text()
     await create(
-        emulator, daemonset_body(namespace=FALCO_NAMESPACE, mounts=("misp-security-named", "misp-team-b-intel"))
+        emulator, daemonset_body(namespace=FALCO_NAMESPACE, mounts=("misp-security-named", "misp-team--b-selected"))
     )
     for namespace in FEED_NAMESPACES:
         await create(emulator, secret_body(SECRET, namespace, misp.api_key))
     await create_allow_list(emulator, "corp", {"networks": ["45.0.1.0/24"]})  # read (get) and watched (list, watch)
+    # Issue 15: "named" reads a MispServer of its namespace, "selected" a ClusterMispServer whose selector matches
+    # team-b's labels (get namespaces), its key in the operator's namespace; both servers' status is checked.
+    await create(emulator, secret_body(SECRET, OPERATOR_NAMESPACE, misp.api_key, allowed_url=None))
+    key = {"url": misp.url, "authKeySecretRef": {"name": SECRET, "key": "authkey"}, "timeoutSeconds": 2}
+    selector = {"selector": {"matchLabels": {"misp-access": "circl"}}}
+    for kind, namespace, spec in (("ClusterMispServer", None, {**key, "allowedNamespaces": selector}),
+                                  ("MispServer", "security", key), ("MispServer", "team-b", key)):  # fmt: skip
+        meta = {"name": "circl", "generation": 1, "resourceVersion": "1", "uid": f"uid-{kind}-{namespace}"}
+        if namespace is not None:
+            meta["namespace"] = namespace
+        where, plural = ("", "clustermispservers") if namespace is None else (f"/namespaces/{namespace}", "mispservers")
+        body = {"apiVersion": "falco-misp.io/v1alpha1", "kind": kind, "metadata": meta, "spec": spec}
+        resp = await emulator.post(f"/apis/falco-misp.io/v1alpha1{where}/{plural}", json=body)
+        assert resp.status == 200, await resp.text()
     mark = request_count(emulator)
 
     async with running_operator(emulator, clock, namespaces=namespaces):
@@ -144,16 +165,27 @@ async def scenario(
         selected = misp_spec(
             misp,
             SECRET,
-            falco={"namespace": FALCO_NAMESPACE, "configMapPrefix": "misp-team-b-intel", "rollout": "Restart"},
+            falco={"namespace": FALCO_NAMESPACE, "rollout": "Restart"},
         )
+        named["source"] = {"misp": {"serverRef": {"kind": "MispServer", "name": "circl"}}}
+        selected["source"] = {"misp": {"serverRef": {"kind": "ClusterMispServer", "name": "circl"}}}
         await create(emulator, feed_body("named", "security", named))
         await create(emulator, feed_body("selected", "team-b", selected))
+        local = misp_spec(misp, SECRET, falco={"namespace": FALCO_NAMESPACE, "daemonSet": "falco"})
+        local["source"] = {"misp": {"serverRef": {"kind": "MispServer", "name": "circl"}}}
+        await create(emulator, feed_body("local", "team-b", local))  # team-b's own MispServer
+        await eventually(lambda: cond(status_of(emulator, "team-b", "local"), "Ready").get("status") == "True")
+        for resource, where in ((CLUSTER_SERVERS, None), (SERVERS, "security"), (SERVERS, "team-b")):
+            await eventually(
+                lambda r=resource, w=where: (emulator.objects[r, w, "circl"].raw.get("status") or {}).get("lastCheck"),
+                what="the servers checked",
+            )
         feeds = (("security", "named"), ("team-b", "selected"))
         first: dict[str, str] = {}
         for namespace, name in feeds:
             status = await eventually(functools.partial(ready, emulator, namespace, name), what=f"{name} Ready")
             first[name] = status["rulesHash"]
-        assert {"misp-security-named-0", "misp-team-b-intel-0"} <= set(configmaps(emulator, FALCO_NAMESPACE))
+        assert {"misp-security-named-0", "misp-team--b-selected-0"} <= set(configmaps(emulator, FALCO_NAMESPACE))
         for namespace, name in feeds:  # the delivery check lists the Falco pods (a timer step between syncs)
             await eventually(lambda ns=namespace, n=name: status_of(emulator, ns, n).get("delivery"), what="checked")
 
@@ -225,6 +257,11 @@ async def test_cluster_wide_rbac_matches_the_calls(
         "falco-misp.io/mispfeeds",
         "falco-misp.io/mispfeeds/status",
         "falco-misp.io/mispallowlists",
+        "falco-misp.io/clustermispservers",
+        "falco-misp.io/clustermispservers/status",
+        "falco-misp.io/mispservers",
+        "falco-misp.io/mispservers/status",
+        "namespaces",
         "events",
         "secrets",
     }
@@ -246,12 +283,18 @@ async def test_namespaced_rbac_matches_the_calls(
         ("get", "falco-misp.io/mispallowlists"),
         ("list", "falco-misp.io/mispallowlists"),
         ("watch", "falco-misp.io/mispallowlists"),
+        ("get", "falco-misp.io/clustermispservers"),  # issue 15: cluster-scoped, read, watched, status written
+        ("list", "falco-misp.io/clustermispservers"),
+        ("watch", "falco-misp.io/clustermispservers"),
+        ("patch", "falco-misp.io/clustermispservers"),
+        ("patch", "falco-misp.io/clustermispservers/status"),
+        ("get", "namespaces"),  # the ClusterMispServer's namespace selector
     }
     assert ("get", "falco-misp.io/mispallowlists") in cluster
     values = {"operator": {"watchNamespaces": watched}, "rbac": {"secrets": {"names": [SECRET]}}}
     granted = check_rbac(calls, values)
     secrets = {(g.namespace, g.names) for g in granted if g.resource == "secrets"}
-    assert secrets == {(ns, frozenset({SECRET})) for ns in watched}
+    assert secrets == {(ns, frozenset({SECRET})) for ns in (*watched, OPERATOR_NAMESPACE)}  # a ClusterMispServer's
 
 
 def test_a_missing_grant_is_caught() -> None:

@@ -41,6 +41,7 @@ from kubetest import (
 
 from deploy.chartkit import NAMESPACE, RELEASE, allows, grants, kube_errors, render
 from emulators.misp import MispEmulator
+from falco_misp.conditions import format_time
 from helpers import misp_event, shared_dir
 from k8s.test_rbac import recorded_calls, unused_grants
 
@@ -326,6 +327,8 @@ async def test_switching_back_to_configmaps_deletes_the_rulesfiles_and_keeps_the
         await create(kmock, feed_body("intel", "sec", rulesfiles_spec(misp)))
         await eventually(lambda: set(rulesfiles(kmock)) == {f"{PREFIX}-0"}, what="Rulesfile written")
         assert list(configmaps(kmock, "falco")[f"{PREFIX}-0"]["data"]) == ["rules.yaml"]
+        await set_conditions(kmock, f"{PREFIX}-0", **PROGRAMMED)
+        await eventually(lambda: delivered(kmock).get("reason") == "AllProgrammed", what="delivered")
         mark = request_count(kmock)
         spec = misp_spec(misp, falco={"rollout": "Restart", "delivery": {"mode": "ConfigMaps", "rulesfile": None}})
         resp = await kmock.patch(feed_url("sec", "intel"), json={"metadata": {"generation": 2}, "spec": spec})
@@ -334,6 +337,9 @@ async def test_switching_back_to_configmaps_deletes_the_rulesfiles_and_keeps_the
             lambda: (s := status_of(kmock, "sec", "intel")) and s.get("appliedGeneration") == 2 and s, what="switched"
         )
         assert status["rollout"]["mode"] == "Restart" and status["rollout"]["daemonSets"] == ["falco"]
+        # The falco-operator's answer says nothing of the DaemonSet's pods: gone with the switch, never left over.
+        assert cond(status, "Delivered").get("reason") != "AllProgrammed"
+        assert "rulesfiles" not in (status.get("delivery") or {})
         assert rulesfiles(kmock) == {}
         assert list(configmaps(kmock, "falco")[f"{PREFIX}-0"]["data"]) == [f"{PREFIX}-0.yaml"]
         order = writes_of(kmock, mark)
@@ -360,3 +366,42 @@ async def test_without_the_falco_operators_crd_the_feed_says_so_and_writes_nothi
     assert "install the falco-operator" in degraded["message"] and "delivery.mode" in degraded["message"]
     assert cond(status, "Ready")["status"] == "False"
     assert writes_of(kmock, start) == []  # not even the ConfigMaps: both kinds are listed before any write
+
+
+async def test_last_change_counts_against_the_configmaps_rules_after_a_restart_too(
+    kmock: kmock.KubernetesEmulator, misp: MispEmulator, clock: FakeClock
+) -> None:
+    """``status.lastChange`` and the RulesChanged Event in Rulesfiles mode: against what the ConfigMaps' rules.yaml
+    held, as listed from the cluster (so the first sync after an operator restart counts only the real change)."""
+    misp.add_event(misp_event(1, ip_attrs(ips(5))))
+    await create(kmock, secret_body("misp-auth", "sec", misp.api_key))
+
+    async with running_operator(kmock, clock):
+        await create(kmock, feed_body("intel", "sec", rulesfiles_spec(misp)))
+        status = await eventually(lambda: (s := status_of(kmock, "sec", "intel")).get("lastChange") and s)
+        assert status["lastChange"] == {"time": format_time(clock()), "added": {"outbound_addresses": 5}, "removed": {}}
+
+        misp.add_event(misp_event(1, ip_attrs(ips(4))))  # one address gone
+        misp.add_event(misp_event(2, ip_attrs(["46.1.1.1", "46.1.1.2"])))  # two new
+        later = format_time(clock.advance(hours=2))
+        status = await eventually(lambda: (s := status_of(kmock, "sec", "intel"))["lastChange"]["time"] == later and s)
+        assert status["lastChange"]["added"] == {"outbound_addresses": 2}
+        assert status["lastChange"]["removed"] == {"outbound_addresses": 1}
+
+    misp.add_event(misp_event(3, ip_attrs(["47.1.1.1"])))  # while the operator is down
+    resumed = format_time(clock.advance(minutes=1))
+    async with running_operator(kmock, clock):
+        status = await eventually(
+            lambda: (s := status_of(kmock, "sec", "intel"))["lastChange"]["time"] == resumed and s, what="resynced"
+        )
+        assert status["lastChange"]["added"] == {"outbound_addresses": 1} and status["lastChange"]["removed"] == {}
+        await eventually(lambda: len(changed(kmock)) == 3, what="three RulesChanged Events")
+    assert changed(kmock) == [
+        "+5 outbound addresses (5 indicators now)",
+        "+2 outbound addresses, -1 outbound addresses (6 indicators now)",
+        "+1 outbound addresses (7 indicators now)",
+    ]
+
+
+def changed(emulator: kmock.KubernetesEmulator) -> list[str]:
+    return [m for t, r, m in events(emulator, "sec") if (t, r) == ("Normal", "RulesChanged")]

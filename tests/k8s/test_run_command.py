@@ -54,7 +54,7 @@ async def test_run_command(kmock: kmock.KubernetesEmulator, misp: MispEmulator, 
     falco_misp = Path(sys.executable).with_name("falco-misp")
     proc = await asyncio.create_subprocess_exec(
         str(falco_misp), "run", "--log-format", "json", "--liveness", f"http://127.0.0.1:{port}/healthz",
-        "--metrics-port", str(metrics_port),
+        "--metrics-port", str(metrics_port), "--egress-allow-loopback",  # the emulator listens on 127.0.0.1
         env={"KUBECONFIG": str(kubeconfig), "PATH": str(falco_misp.parent)},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,

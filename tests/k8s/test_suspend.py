@@ -116,7 +116,7 @@ async def test_suspend_stops_syncs_without_deleting_and_resumes_at_once(
     await create(kmock, secret_body("misp-auth", "sec", misp.api_key))
     with MispEmulator() as other:
         other.add_event(misp_event(1, ip_attrs(ips(2, second=80))))
-        await create(kmock, secret_body("other-auth", "sec", other.api_key))
+        await create(kmock, secret_body("other-auth", "sec", other.api_key, allowed_url=other.url))
 
         async with running_operator(kmock, clock):
             await create(kmock, feed_body("intel", "sec", misp_spec(misp)))

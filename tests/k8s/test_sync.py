@@ -220,7 +220,7 @@ async def test_drop_held_back_then_prune_then_delete(
 ) -> None:
     misp.add_event(misp_event(1, ip_attrs(ips(2000)), org="Big"))
     misp.add_event(misp_event(2, ip_attrs(ips(3, second=50)), org="Small"))
-    await create(kmock, daemonset_body(mounts=("misp-falco-big", "misp-team-b-small")))
+    await create(kmock, daemonset_body(mounts=("misp-falco-big", "misp-team--b-small")))
     await create(kmock, configmap_body("misp-falco-big-9", "falco"))  # same prefix, not ours: never touched
     await create(kmock, secret_body("misp-auth", "falco", misp.api_key))
     await create(kmock, secret_body("misp-auth", "team-b", misp.api_key))
@@ -235,9 +235,9 @@ async def test_drop_held_back_then_prune_then_delete(
             lambda: len(names := status_of(kmock, "falco", "big").get("configMaps") or []) >= 2 and names
         )
         assert big_shards == [f"misp-falco-big-{i}" for i in range(len(big_shards))]
-        await eventually(lambda: status_of(kmock, "team-b", "small").get("configMaps") == ["misp-team-b-small-0"])
+        await eventually(lambda: status_of(kmock, "team-b", "small").get("configMaps") == ["misp-team--b-small-0"])
         before = configmaps(kmock, "falco")
-        assert {*big_shards, "misp-falco-big-9", "misp-team-b-small-0"} <= set(before)
+        assert {*big_shards, "misp-falco-big-9", "misp-team--b-small-0"} <= set(before)
         annotations = pod_annotations(kmock)
         assert annotations[big_key] == status_of(kmock, "falco", "big")["rulesHash"]  # one key per feed
         assert annotations[small_key] == status_of(kmock, "team-b", "small")["rulesHash"]
@@ -278,7 +278,7 @@ async def test_drop_held_back_then_prune_then_delete(
         assert set(big_shards[1:]).isdisjoint(after)
         assert sorted(rule_items(after["misp-falco-big-0"])) == sorted(ips(300))
         assert after["misp-falco-big-9"] == before["misp-falco-big-9"]
-        assert after["misp-team-b-small-0"] == before["misp-team-b-small-0"]
+        assert after["misp-team--b-small-0"] == before["misp-team--b-small-0"]
         assert sorted(writes(kmock, mark)) == [
             *(f"DELETE configmaps falco/{name}" for name in big_shards[1:]),
             "PATCH configmaps falco/misp-falco-big-0",
@@ -290,8 +290,8 @@ async def test_drop_held_back_then_prune_then_delete(
         assert resp.status == 200
         await eventually(lambda: kmock.objects[FEEDS, "falco", "big"].deleted, what="finalizer released")
         remaining = configmaps(kmock, "falco")
-        assert set(remaining) == {"misp-falco-big-9", "misp-team-b-small-0"}
-        assert remaining["misp-team-b-small-0"] == before["misp-team-b-small-0"]
+        assert set(remaining) == {"misp-falco-big-9", "misp-team--b-small-0"}
+        assert remaining["misp-team--b-small-0"] == before["misp-team--b-small-0"]
         annotations = pod_annotations(kmock)
         assert big_key not in annotations and small_key in annotations
 
@@ -301,7 +301,7 @@ async def test_invalid_spec_missing_daemonset_rollout_modes(
 ) -> None:
     misp.add_event(misp_event(1, ip_attrs(ips(4)), org="A"))
     misp.add_event(misp_event(2, ip_attrs(ips(4, second=20)), org="B"))
-    await create(kmock, daemonset_body(mounts=("misp-hot", "misp-feeds-slow", "misp-taken")))
+    await create(kmock, daemonset_body(mounts=("misp-feeds-hot", "misp-feeds-slow", "misp-feeds-clash")))
     await create(kmock, secret_body("misp-auth", "feeds", misp.api_key))
 
     async with running_operator(kmock, clock):
@@ -313,13 +313,13 @@ async def test_invalid_spec_missing_daemonset_rollout_modes(
             kmock, feed_body("nods", "feeds", misp_spec(misp, filters={"orgs": ["A"]}, falco={"namespace": "falco-b"}))
         )
         # HotReload never touches the DaemonSet; a short refresh and a long minRolloutInterval defer rollouts.
-        hot = misp_spec(misp, filters={"orgs": ["A"]}, falco={"rollout": "HotReload", "configMapPrefix": "misp-hot"})
+        hot = misp_spec(misp, filters={"orgs": ["A"]}, falco={"rollout": "HotReload"})
         await create(kmock, feed_body("hot", "feeds", hot))
         slow = misp_spec(misp, filters={"orgs": ["B"]}, falco={"minRolloutInterval": "1h"}, refresh={"interval": "1m"})
         await create(kmock, feed_body("slow", "feeds", slow))
         # A ConfigMap of the same name that this feed does not own is never overwritten.
-        await create(kmock, configmap_body("misp-taken-0", "falco"))
-        await create(kmock, feed_body("clash", "feeds", misp_spec(misp, falco={"configMapPrefix": "misp-taken"})))
+        await create(kmock, configmap_body("misp-feeds-clash-0", "falco"))
+        await create(kmock, feed_body("clash", "feeds", misp_spec(misp)))
 
         status = await eventually(lambda: (s := status_of(kmock, "feeds", "bad")) and "conditions" in s and s)
         ready = cond(status, "Ready")
@@ -338,13 +338,13 @@ async def test_invalid_spec_missing_daemonset_rollout_modes(
 
         status = await eventually(lambda: (s := status_of(kmock, "feeds", "clash")) and "conditions" in s and s)
         assert cond(status, "Degraded")["reason"] == "ConfigMapConflict"
-        assert "falco/misp-taken-0 exists and is not managed by this feed" in cond(status, "Degraded")["message"]
+        assert "falco/misp-feeds-clash-0 exists and is not managed by this feed" in cond(status, "Degraded")["message"]
         assert cond(status, "Ready")["status"] == "False"
-        assert configmaps(kmock, "falco")["misp-taken-0"]["data"] == {"rules.yaml": "# not ours\n"}
+        assert configmaps(kmock, "falco")["misp-feeds-clash-0"]["data"] == {"rules.yaml": "# not ours\n"}
 
         await eventually(lambda: "rulesHash" in status_of(kmock, "feeds", "hot"))
         await eventually(lambda: "rulesHash" in status_of(kmock, "feeds", "slow"))
-        assert "misp-hot-0" in configmaps(kmock, "falco")
+        assert "misp-feeds-hot-0" in configmaps(kmock, "falco")
         hot = status_of(kmock, "feeds", "hot")
         assert hot["rollout"] == {
             "mode": "HotReload", "pending": False, "daemonSets": ["falco"], "hash": hot["rulesHash"]

@@ -122,9 +122,9 @@ def test_feeds_of_the_same_name_in_two_namespaces_have_their_own_rules() -> None
     a = reporting_feed(make_feed(namespace="team-a"), [attribute("45.0.0.1", n=1), attribute("45.0.0.9", n=9)])
     b = reporting_feed(make_feed(namespace="team-b"), [attribute("45.0.0.1", n=2)])
     registry = FeedRegistry().with_feed(a).with_feed(b)
-    assert sorted(registry.by_ident) == ["misp_team_a_intel", "misp_team_b_intel"]
+    assert sorted(registry.by_ident) == ["misp_team__a_intel", "misp_team__b_intel"]  # a namespace's "-" doubled
     for namespace, uuid_n in (("team-a", 1), ("team-b", 2)):
-        ident = f"misp_{namespace.replace('-', '_')}_intel"
+        ident = f"misp_{namespace.replace('-', '__')}_intel"
         for tags in (None, []):  # with the feed's tag, and without tags (json_include_tags_property: false)
             body = falco_alert("45.0.0.1", rule=f"{ident}_0 {OUTBOUND}",
                                tags=tags if tags is not None else ["misp", f"misp_feed:{namespace}/intel"])  # fmt: skip
@@ -133,10 +133,10 @@ def test_feeds_of_the_same_name_in_two_namespaces_have_their_own_rules() -> None
             assert [h.feed.ref for h in result.hits] == [f"{namespace}/intel"]
             assert [x.uuid for h in result.hits for x in h.attributes] == [uuids(uuid_n)]
     # team-b's rule never reports team-a's attributes, even for an address only team-a lists
-    (alert,) = parse_alerts(falco_alert("45.0.0.9", rule=f"misp_team_b_intel_0 {OUTBOUND}", tags=[]), NOW)
+    (alert,) = parse_alerts(falco_alert("45.0.0.9", rule=f"misp_team__b_intel_0 {OUTBOUND}", tags=[]), NOW)
     assert match_alert(alert, registry).outcome is Outcome.UNLISTED
     # a tag naming the other feed: not that feed's alert
-    (alert,) = parse_alerts(falco_alert("45.0.0.1", rule=f"misp_team_a_intel_0 {OUTBOUND}",
+    (alert,) = parse_alerts(falco_alert("45.0.0.1", rule=f"misp_team__a_intel_0 {OUTBOUND}",
                                         tags=["misp", "misp_feed:team-b/intel"]), NOW)  # fmt: skip
     assert match_alert(alert, registry).outcome is Outcome.UNKNOWN_FEED
     replaced = registry.with_feed(reporting_feed(make_feed(namespace="team-a"), [attribute("45.0.0.3", n=3)]))
@@ -145,16 +145,16 @@ def test_feeds_of_the_same_name_in_two_namespaces_have_their_own_rules() -> None
 
 
 def test_feeds_sharing_a_rule_prefix_in_two_falco_namespaces_are_told_apart_by_tag() -> None:
-    shared = {"configMapPrefix": "misp-intel"}
+    shared = {"configMapPrefix": "misp-intel"}  # only a feed in its Falco namespace may choose it (issue 15)
     a = reporting_feed(
-        make_feed(namespace="team-a", falco={"namespace": "falco-a", **shared}), [attribute("45.0.0.1", n=1)]
+        make_feed(namespace="falco-a", falco={"namespace": "falco-a", **shared}), [attribute("45.0.0.1", n=1)]
     )
     b = reporting_feed(
-        make_feed(namespace="team-b", falco={"namespace": "falco-b", **shared}), [attribute("45.0.0.1", n=2)]
+        make_feed(namespace="falco-b", falco={"namespace": "falco-b", **shared}), [attribute("45.0.0.1", n=2)]
     )
     registry = FeedRegistry().with_feed(a).with_feed(b)
     assert list(registry.by_ident) == ["misp_intel"]
-    for namespace, uuid_n in (("team-a", 1), ("team-b", 2)):
+    for namespace, uuid_n in (("falco-a", 1), ("falco-b", 2)):
         body = falco_alert("45.0.0.1", rule=f"misp_intel_3 {OUTBOUND}", tags=["misp", f"misp_feed:{namespace}/intel"])
         (alert,) = parse_alerts(body, NOW)
         assert [x.uuid for h in match_alert(alert, registry).hits for x in h.attributes] == [uuids(uuid_n)]

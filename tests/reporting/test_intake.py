@@ -300,15 +300,15 @@ async def test_a_token_holder_can_only_report_what_the_named_feed_lists(session:
         reporter.update_feed("team-b", "intel", team_b)
         await reporter.start()
         intake = await started(IntakeConfig(port=0, address="127.0.0.1", token=TOKEN), reporter.receive)  # type: ignore[arg-type]
-        a_rule, a_tags = f"misp_team_a_intel_0 {OUTBOUND}", ["misp", "misp_feed:team-a/intel"]
-        b_rule, b_tags = f"misp_team_b_intel_0 {OUTBOUND}", ["misp", "misp_feed:team-b/intel"]
+        a_rule, a_tags = f"misp_team__a_intel_0 {OUTBOUND}", ["misp", "misp_feed:team-a/intel"]
+        b_rule, b_tags = f"misp_team__b_intel_0 {OUTBOUND}", ["misp", "misp_feed:team-b/intel"]
         forged = [
             (falco_alert("45.0.0.7", rule=b_rule, tags=b_tags), "unlisted"),  # listed by team-a, not by team-b
             (falco_alert("45.0.0.7", rule=b_rule, tags=[]), "unlisted"),
             (falco_alert("45.0.0.8", rule=a_rule, tags=a_tags), "unlisted"),
             (falco_alert("45.0.0.7", rule=a_rule, tags=b_tags), "unknown_feed"),  # rule and tag disagree
             (falco_alert("45.0.0.99", rule=a_rule, tags=a_tags), "unlisted"),  # listed by no feed
-            (falco_alert("45.0.0.7", rule="misp_team_c_intel_0 " + OUTBOUND), "unknown_feed"),
+            (falco_alert("45.0.0.7", rule="misp_team__c_intel_0 " + OUTBOUND), "unknown_feed"),
         ]
         try:
             for body, outcome in forged:

@@ -22,6 +22,7 @@ from falco_misp.backoff import retry_delay
 from falco_misp.conditions import status_patch
 from falco_misp.controller.allow_lists import allow_lists_changed
 from falco_misp.controller.confirm import check_delivery, delivery_due
+from falco_misp.controller.servers import ServerZmq
 from falco_misp.controller.suspend import hold
 from falco_misp.controller.sync import (
     Failure,
@@ -34,6 +35,7 @@ from falco_misp.controller.sync import (
 )
 from falco_misp.controller.ticks import TickAction, tick_action
 from falco_misp.delivery.kube import KubeClient
+from falco_misp.feed.policy import Policy
 from falco_misp.live.follower import LiveTuning
 from falco_misp.metrics import Metrics
 from falco_misp.pipeline import IncrementalRefresh
@@ -64,9 +66,14 @@ class Tuning:
     """Timing of the ZeroMQ subscribers (``spec.source.misp.zmq``)."""
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
     """The largest answer read from a source (``--max-response-bytes``)."""
+    server_check_seconds: float = 300.0
+    """How often each ClusterMispServer and MispServer is asked whether it answers and takes its key (issue 15)."""
     delivery_recheck_seconds: float = 300.0
     """How often the Falco pods are checked again once the answer is settled (all current, stale past the deadline,
     metrics off): new nodes, restarted or recovered pods. While new rules propagate, every tick checks."""
+    policy: Policy = field(default_factory=Policy)
+    """The administrator's policy (``--policy FILE``, issue 15): Falco namespaces, ceilings, egress. The default
+    refuses loopback, link-local and unspecified addresses only."""
 
 
 class FeedState:
@@ -87,6 +94,8 @@ class FeedState:
         """What the last MISP fetch saw, so the next asks only for changes (issue 14); lost on restart: full fetch."""
         self.allow_lists: Mapping[str, str | None] | None = None
         """The MispAllowLists the last sync read (name -> spec digest): a change reported by the watch syncs again."""
+        self.server_zmq: ServerZmq | None = None
+        """The ZeroMQ publisher and credentials of the server resource the last sync resolved (``serverRef``)."""
 
 
 def feed_state(memo: kopf.Memo) -> FeedState:
@@ -160,6 +169,7 @@ def tick_step(body: kopf.Body, memo: kopf.Memo, state: FeedState, tuning: Tuning
         outcome = sync_feed(kube, obj, now, sync_options(memo, body, tuning))
         state.fingerprint = outcome.secret_fingerprint
         state.allow_lists = outcome.allow_lists
+        state.server_zmq = outcome.server_zmq
     elif action is TickAction.ROLLOUT:
         outcome = rollout_feed(kube, obj, now)
         state.fingerprint = fingerprint
@@ -201,6 +211,7 @@ def sync_options(memo: kopf.Memo, body: kopf.Body, tuning: Tuning) -> SyncOption
     return SyncOptions(
         provenance=reporter is not None,
         max_response_bytes=tuning.max_response_bytes,
+        policy=tuning.policy,
         key_problem=rejected.message if rejected is not None else None,
         incremental=feed_state(memo).incremental,
     )

@@ -6,6 +6,8 @@
 - a daemon per feed (:mod:`falco_misp.controller.live_sync`): with ``source.misp.zmq``, the timer's sync within
   seconds of a relevant change announced on MISP's ZeroMQ publisher;
 - delete: remove the feed's ConfigMaps and its DaemonSet annotation (:func:`on_delete`; never blocks for long).
+- a timer per ClusterMispServer and MispServer, every ``Tuning.server_check_seconds``: its ``Reachable`` and
+  ``KeyValid`` conditions (:func:`falco_misp.controller.servers.check_server`).
 - every watch event of a MispAllowList (cluster-scoped): its spec digest recorded, so the feeds whose last sync read
   it sync again at their next tick (:mod:`falco_misp.controller.allow_lists`).
 
@@ -22,6 +24,7 @@ from typing import Any
 import kopf
 
 from falco_misp.backoff import retry_delay
+from falco_misp.conditions import status_patch
 from falco_misp.controller.allow_lists import allow_list_watch
 from falco_misp.controller.cleanup import cleanup_feed
 from falco_misp.controller.feeds import (
@@ -39,19 +42,23 @@ from falco_misp.controller.feeds import (
     update_reporting,
 )
 from falco_misp.controller.live_sync import follow_live_updates
+from falco_misp.controller.servers import check_server, server_object
 from falco_misp.controller.suspend import sync_unless_suspended
 from falco_misp.controller.sync import (
     Failure,
 )
 from falco_misp.delivery.kube import KubeClient
 from falco_misp.feed.allowlist import ALLOW_LIST_PLURAL
-from falco_misp.feed.model import API_GROUP, API_VERSION
+from falco_misp.feed.model import API_GROUP, API_VERSION, ServerKind
+from falco_misp.feed.servers import CLUSTER_PLURAL, NAMESPACED_PLURAL
 from falco_misp.metrics import LiveMetrics, Metrics, ReportingMetrics
 from falco_misp.reporting.intake import AlertIntake, IntakeError
 from falco_misp.reporting.sightings import Reporter
 
 PLURAL = "mispfeeds"
 FEEDS = (API_GROUP, API_VERSION, PLURAL)
+CLUSTER_SERVERS = (API_GROUP, API_VERSION, CLUSTER_PLURAL)
+SERVERS = (API_GROUP, API_VERSION, NAMESPACED_PLURAL)
 ALLOW_LISTS = (API_GROUP, API_VERSION, ALLOW_LIST_PLURAL)
 FINALIZER = f"{API_GROUP}/finalizer"
 
@@ -74,7 +81,8 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo) -> None:
     # A deleted feed's finalizer waits until its timer has exited; kopf re-checks every 60 s by default.
     settings.background.cancellation_polling = 2
     if not isinstance(memo.get("kube"), KubeClient):
-        memo["kube"] = KubeClient.from_environment()
+        namespace = memo.get("operator_namespace")
+        memo["kube"] = KubeClient.from_environment(namespace if isinstance(namespace, str) else None)
     allow_list_watch(memo)  # in the operator's memo, so every feed's memo (a copy) shares it
 
 
@@ -93,6 +101,7 @@ def on_change(body: kopf.Body, memo: kopf.Memo, patch: kopf.Patch, *, retry: int
         state.status = dict(outcome.status)
         state.fingerprint = outcome.secret_fingerprint
         state.allow_lists = outcome.allow_lists
+        state.server_zmq = outcome.server_zmq
         if outcome.failure is not Failure.TEMPORARY:
             state.handled_generation = generation
     update_reporting(memo, body, outcome)
@@ -158,6 +167,11 @@ def register(registry: kopf.OperatorRegistry, tuning: Tuning | None = None) -> N
     def allow_list_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
         allow_list_watch(memo).note(event.get("type"), event.get("object") or {})
 
+    # ClusterMispServers and MispServers (issue 15): each asked every few minutes whether it answers and takes its
+    # key; the feeds read them at each sync (controller/secrets.py), nothing else is written to them.
+    for kind, resource in ((ServerKind.CLUSTER, CLUSTER_SERVERS), (ServerKind.NAMESPACED, SERVERS)):
+        _register_server_check(registry, kind, resource, tune)
+
     @kopf.on.delete(*FEEDS, registry=registry, id="cleanup", retries=tune.delete_retries)
     def cleanup(body: kopf.Body, memo: kopf.Memo, retry: int = 0, **_: Any) -> None:
         on_delete(body, memo, retry=retry, tuning=tune)
@@ -169,6 +183,16 @@ def register(registry: kopf.OperatorRegistry, tuning: Tuning | None = None) -> N
         body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStopped, logger: kopf.Logger, **_: Any
     ) -> None:
         await follow_live_updates(body, memo, stopped, logger, tuning=tune)
+
+
+def _register_server_check(
+    registry: kopf.OperatorRegistry, kind: ServerKind, resource: tuple[str, str, str], tune: Tuning
+) -> None:
+    @kopf.timer(*resource, registry=registry, id="check", interval=tune.server_check_seconds)
+    def check(body: kopf.Body, memo: kopf.Memo, patch: kopf.Patch, **_: Any) -> None:
+        obj = server_object(kind, body)
+        for key, value in status_patch(obj.status, check_server(memo["kube"], obj, tune.clock(), tune.policy)).items():
+            patch.status[key] = value
 
 
 def register_alerts(registry: kopf.OperatorRegistry) -> None:

@@ -26,6 +26,7 @@ from falco_misp.controller.feeds import (
     tick_step,
     update_reporting,
 )
+from falco_misp.controller.servers import ServerZmq
 from falco_misp.controller.sync import (
     parse_feed_object,
 )
@@ -129,23 +130,33 @@ class _LiveLink:
         meta = body.get("metadata", {})
         self.name = f"{meta.get('namespace', '')}/{meta.get('name', '')}"
         self._spec: object = None
+        self._server: ServerZmq | None = None
         self._target: LiveTarget | None = None
 
     def target(self) -> LiveTarget | None:
         spec = self.body.get("spec")
-        if spec == self._spec:
+        server = feed_state(self.memo).server_zmq  # a serverRef's, as the last sync resolved it (issue 15)
+        if (spec, server) == (self._spec, self._server):
             return self._target
-        self._spec = copy.deepcopy(spec)
+        self._spec, self._server = copy.deepcopy(spec), server
         try:
             feed = parse_feed_object(feed_object(self.body, feed_state(self.memo)))
         except SpecError:
             self._target = None  # the change handler reports it (Ready=False, InvalidSpec)
             return None
-        zmq = feed.spec.source.misp.zmq if feed.spec.source.misp is not None else None
+        misp = feed.spec.source.misp
+        zmq = misp.zmq if misp is not None else None
+        creds = None
+        if misp is not None and misp.server_ref is not None:  # the server's publisher, once a sync allowed the feed
+            zmq = server.zmq if server is not None else None
+            found = server.credentials if server is not None else None
+            creds = (found.username, found.password) if found is not None else None
         if zmq is None or feed.spec.suspend:  # a suspended feed ignores live updates (issue 17)
             self._target = None
         else:
-            self._target = LiveTarget(zmq.url, zmq.debounce_seconds, feed.spec.filters, feed.spec.refresh_seconds)
+            self._target = LiveTarget(
+                zmq.url, zmq.debounce_seconds, feed.spec.filters, feed.spec.refresh_seconds, credentials=creds
+            )
         return self._target
 
     def now(self) -> int:

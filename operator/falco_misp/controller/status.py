@@ -3,7 +3,8 @@
 What is applied: ``indicators`` (counts by kind, rejected by reason), ``rulesHash``, ``configMaps``,
 ``falcoNamespace``, ``appliedGeneration``, ``lastSuccess``, ``capped``; kept as they were when a later attempt
 fails. ``lastChange``: what the latest sync that rewrote the rules added and removed (issue 17), against what the
-ConfigMaps held before it, as read from the cluster: right after an operator restart too. Nothing here sees a secret.
+ConfigMaps held before it, as read from the cluster (or, mode OCI, the registry: issue 16): right after an operator
+restart too. Nothing here sees a secret.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from datetime import datetime
 from typing import Any
 
 from falco_misp.conditions import Notice, format_time
-from falco_misp.delivery.configmaps import ConfigMapPlan
 from falco_misp.feed.model import Feed
 from falco_misp.indicators.builder import IndicatorSet
 from falco_misp.rendering.changes import UnreadableRules, change_between
@@ -72,6 +72,17 @@ def applied_total(status: Mapping[str, Any], generation: int) -> int | None:
     return total if isinstance(total, int) else None
 
 
+def delivery_target(status: Mapping[str, Any]) -> tuple[str, ...]:
+    """What ``status.delivery`` and the ``Delivered`` condition speak of: how the rules were written
+    (``rollout.mode``: Restart, HotReload, None, Rulesfiles or OCI), where (Falco's namespace, the registry) and the
+    Rulesfile that follows a push. A sync that changes it drops the old answer: it says nothing of the new way."""
+    rollout, push = status.get("rollout"), status.get("push")
+    mode = rollout.get("mode") if isinstance(rollout, Mapping) else None
+    pushed = push if isinstance(push, Mapping) else {}
+    where = (status.get("falcoNamespace"), pushed.get("reference"), pushed.get("rulesfile"))
+    return tuple(str(v or "") for v in (mode, *where))
+
+
 log = logging.getLogger(__name__)
 RULES_CHANGED = "RulesChanged"
 """The Normal Event of a sync whose new rules add or remove indicators."""
@@ -87,13 +98,17 @@ class ChangeRecord:
     """The ``RulesChanged`` Event, when indicators were added or removed."""
 
 
-def record_change(feed: Feed, indicators: IndicatorSet, plan: ConfigMapPlan, now: datetime) -> ChangeRecord:
-    """``lastChange`` and its Event for a sync that applies ``plan``: the indicators added and removed against
-    what the feed's ConfigMaps held (``plan.previous``), by kind. Nothing when the plan writes nothing."""
-    if not plan.writes:
+def record_change(
+    feed: Feed, indicators: IndicatorSet, previous: Mapping[str, str | bytes] | None, now: datetime
+) -> ChangeRecord:
+    """``lastChange`` and its Event for a sync that wrote rules: the indicators added and removed against the rules
+    files they replace (``previous``: what the feed's ConfigMaps held, :attr:`ConfigMapPlan.previous`, or the files
+    of the artifact a push replaced, :attr:`PushResult.previous`), by kind. Nothing when ``previous`` is None (no
+    rules written, or what they replace is unknown)."""
+    if previous is None:
         return ChangeRecord()
     try:
-        change = change_between(plan.previous, feed, indicators)
+        change = change_between(previous, feed, indicators)
     except UnreadableRules as exc:  # someone edited our ConfigMaps: what they held cannot be told
         log.warning("feed %s: cannot tell what the change replaces: %s", feed.ref, exc)
         return ChangeRecord()

@@ -32,7 +32,8 @@ from falco_misp.conditions import (
 )
 from falco_misp.controller.allow_lists import with_allow_lists
 from falco_misp.controller.secrets import ResolvedSecrets, resolve_secrets
-from falco_misp.controller.status import AppliedRules, applied_fields, applied_total, record_change
+from falco_misp.controller.servers import ServerZmq
+from falco_misp.controller.status import AppliedRules, applied_fields, applied_total, delivery_target, record_change
 from falco_misp.delivery.apply import (
     RolloutResult,
     apply_configmaps,
@@ -50,16 +51,25 @@ from falco_misp.delivery.rollout import (
     rollout_fields,
     rollout_state,
 )
+from falco_misp.delivery.rulesfiles import DELIVERED
 from falco_misp.delivery.rulesfiles import OCI_ROLLOUT_MODE as OCI_MODE
 from falco_misp.delivery.rulesfiles import ROLLOUT_MODE as RULESFILES_MODE
 from falco_misp.errors import RegistryError, RenderError, SourceError, SpecError
 from falco_misp.feed.model import API_GROUP, API_VERSION, KIND, DeliveryMode, Feed
 from falco_misp.feed.parse import parse_feed
+from falco_misp.feed.policy import (
+    POLICY_REASONS,
+    Policy,
+    check_feed,
+    check_rendered,
+    source_urls,
+    within_ceilings,
+)
 from falco_misp.pipeline import IncrementalRefresh, fetch_and_render, refresh_and_render
 from falco_misp.rendering.summary import cidr_warning
 from falco_misp.reporting.index import IndexBuilder
 from falco_misp.reporting.matching import MispTarget, ReportingFeed
-from falco_misp.sources.locations import DEFAULT_MAX_RESPONSE_BYTES, FetchContext
+from falco_misp.sources.locations import DEFAULT_MAX_RESPONSE_BYTES, FetchContext, safe_url
 from falco_misp.sources.misp import ca_file
 
 log = logging.getLogger(__name__)
@@ -125,6 +135,9 @@ class SyncOutcome:
     allow_lists: Mapping[str, str | None] | None = None
     """The MispAllowLists the sync read (name -> spec digest, None: missing); None: none read. The timer syncs
     again when the watch reports one of them changed (:mod:`falco_misp.controller.allow_lists`)."""
+    server_zmq: ServerZmq | None = None
+    """The ZeroMQ publisher and credentials of the server resource the sync resolved (``serverRef``, issue 15), for
+    live updates; None: none (or the server refused the feed)."""
 
 
 # ------------------------------------------------------------------------------------------------- helpers
@@ -139,8 +152,12 @@ def parse_feed_object(obj: FeedObject) -> Feed:
         }
     )
     source = feed.spec.source
-    if source.misp is not None and source.misp.auth_key is None:
+    if source.misp is not None and source.misp.auth_key is None and source.misp.server_ref is None:
         raise SpecError("spec.source.misp.authKeySecretRef", "is required: the operator reads the API key from it")
+    for field_path, url in source_urls(feed):  # issue 15: credentials go in a Secret, never in a shown URL
+        if "@" in urlsplit(url).netloc:
+            raise SpecError(field_path, f"{safe_url(url)}: credentials in the URL are refused by the operator (it "
+                            "shows URLs in status and Events); put them in a Secret (headersSecretRef)")  # fmt: skip
     location = source.misp_feed or source.file or (source.text.location if source.text else None)
     if location is not None and urlsplit(location.url).scheme not in ("http", "https"):
         # A feed author must not make the operator read files from its own pod (service account token...).
@@ -173,6 +190,7 @@ def _finish(
     message: str,
     updates: Mapping[str, Any] | None = None,
     extra: tuple[Condition, ...] = (),
+    remove: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     status = dict(obj.status)
     status.pop(CONFLICT, None)  # set again below when the conflict persists
@@ -181,7 +199,7 @@ def _finish(
     status["lastAttempt"] = format_time(now)
     status["message"] = message
     current = [ready, degraded, _serving(status, obj.generation), *extra]
-    status["conditions"] = build_conditions(obj.status.get("conditions"), current, now, obj.generation)
+    status["conditions"] = build_conditions(obj.status.get("conditions"), current, now, obj.generation, remove=remove)
     return status
 
 
@@ -204,7 +222,7 @@ def _failed(
     """Nothing written: the applied ConfigMaps stay; Degraded says why, Ready whether they are this spec's."""
     has_rules = bool(obj.status.get("rulesHash"))
     current_spec = obj.status.get("appliedGeneration") == obj.generation
-    if reason == "InvalidSpec":
+    if reason == "InvalidSpec" or reason in POLICY_REASONS:  # the spec (or the policy) must change
         ready = Condition(READY, False, reason, detail)
     elif has_rules and current_spec:
         ready = Condition(READY, True, "LastGoodRules", f"{_kept(obj)} (latest attempt failed: {reason})")
@@ -240,6 +258,10 @@ class SyncOptions:
     """Why MISP refuses this feed's reports (its API key was rejected), from the sightings reporter; None: fine."""
     incremental: IncrementalRefresh | None = None
     """This feed's incremental MISP refresh state, kept by the caller between syncs (issue 14); None: full fetch."""
+    policy: Policy | None = None
+    """The administrator's policy (issue 15; the operator always passes one, ``Tuning.policy``): a feed outside it
+    is refused before anything is fetched, rules over its ceilings before anything is written; every connection is
+    checked against its egress rules. None: no restriction."""
 
 
 def sync_feed(kube: KubeClient, obj: FeedObject, now: datetime, options: SyncOptions = SyncOptions()) -> SyncOutcome:
@@ -301,10 +323,21 @@ def refresh_reporting(obj: FeedObject, now: datetime, options: SyncOptions) -> S
 
 
 def _sync_parsed(kube: KubeClient, obj: FeedObject, feed: Feed, now: datetime, options: SyncOptions) -> SyncOutcome:
-    try:
+    if options.policy is not None:  # limits the spec leaves unset take the ceilings; set above them: refused
+        feed = within_ceilings(options.policy, feed, dict(obj.spec.get("limits") or {}))
+    refused = check_feed(options.policy, feed) if options.policy is not None else None
+    if refused is not None:  # outside the administrator's policy (issue 15): no Secret read, nothing fetched
+        return _failed(obj, now, refused.reason, refused.message, failure=Failure.PERMANENT)
+    try:  # a serverRef resolved (and the namespace checked) before anything is fetched (issue 15)
         secrets = resolve_secrets(kube, feed)
     except KubeError as exc:
         return _failed(obj, now, exc.reason, exc.message, failure=Failure.TEMPORARY, fingerprint=f"error:{exc.reason}")
+    if secrets.server is not None:
+        source = dataclasses.replace(feed.spec.source, misp=secrets.server)
+        feed = dataclasses.replace(feed, spec=dataclasses.replace(feed.spec, source=source))
+        refused = check_feed(options.policy, feed) if options.policy is not None else None  # the server's URL too
+        if refused is not None:
+            return _failed(obj, now, refused.reason, refused.message, failure=Failure.PERMANENT)
     try:  # the MispAllowLists it names, merged in before anything is fetched (the CLI's --allow-list merge)
         read = with_allow_lists(kube, feed)
     except KubeError as exc:
@@ -313,6 +346,7 @@ def _sync_parsed(kube: KubeClient, obj: FeedObject, feed: Feed, now: datetime, o
         outcome = _failed(obj, now, read.reason, read.detail, failure=Failure.WAIT, fingerprint=secrets.fingerprint)
     else:
         outcome = _sync_merged(kube, obj, read.feed, now, options=options, secrets=secrets)
+    outcome = dataclasses.replace(outcome, server_zmq=secrets.zmq)
     return dataclasses.replace(outcome, allow_lists=read.seen) if read.seen else outcome
 
 
@@ -327,6 +361,8 @@ def _sync_merged(
                 auth_key=secrets.auth_key,
                 ca_bundle=ca_path,
                 max_response_bytes=options.max_response_bytes,
+                policy=options.policy,
+                headers=secrets.headers,
             )
             index = _index_builder(feed, secrets) if options.provenance else None
             observe = index.add if index is not None else None
@@ -346,6 +382,9 @@ def _sync_merged(
         return _failed(obj, now, "InternalError", detail, failure=Failure.TEMPORARY, fingerprint=fingerprint)
 
     indicators = result.indicators
+    over = check_rendered(options.policy, indicators.counts(), indicators.total) if options.policy else None
+    if over is not None:  # the policy's ceilings bound what is written, whatever the spec asked
+        return _failed(obj, now, over.reason, over.message, failure=Failure.NONE, fingerprint=fingerprint)
     drop = check_drop(applied_total(obj.status, obj.generation), indicators.total, feed.spec.limits.max_drop_percent)
     if not drop.allowed:
         outcome = _failed(obj, now, "DropLimitExceeded", drop.message, failure=Failure.NONE, fingerprint=fingerprint)
@@ -353,6 +392,8 @@ def _sync_merged(
 
     try:
         missing: Mapping[str, Sequence[str]] = {}
+        delivered: tuple[Condition, ...] = ()  # set here only when nothing can be checked later (a plain OCI push)
+        replaced: Mapping[str, str | bytes] | None = None  # the rules files this sync replaced (for lastChange)
         push: dict[str, Any] | None = None
         mode = feed.spec.falco.delivery.mode
         if mode is DeliveryMode.RULESFILES:  # the falco-operator loads them: no DaemonSet
@@ -365,6 +406,8 @@ def _sync_merged(
                     kube, feed, result.bundle, obj.status, auth=secrets.registry_auth, ca_bundle=registry_ca
                 )
             plan, push = ConfigMapPlan(), published.fields(now)  # no ConfigMap: registry and Rulesfile writes below
+            replaced = published.previous  # what the registry served before (None: nothing pushed, or unknown)
+            delivered = tuple(c for c in (published.delivered(),) if c is not None)
             writes = published.result.writes + published.rulesfile_writes
             rolled = RolloutResult(RolloutState(mode=OCI_MODE), notices=published.notices, writes=writes)
         else:
@@ -411,7 +454,9 @@ def _sync_merged(
                 f"{summary}: created {len(plan.create)}, updated {len(plan.update)}, deleted {len(plan.delete)}",
             )
         )
-    change = record_change(feed, indicators, plan, now)  # added/removed against what the ConfigMaps held
+    if push is None and plan.writes:  # ConfigMaps (either mode): what they held, as read from the cluster
+        replaced = plan.previous
+    change = record_change(feed, indicators, replaced, now)  # added/removed against the rules files replaced
     notices.extend(change.notices)
     notices.extend(rolled.notices)
     ready = Condition(READY, True, "RulesApplied", summary)
@@ -432,7 +477,14 @@ def _sync_merged(
         updates["push"] = push
     if plan.writes or rolled.writes or not obj.status.get("rulesWrittenAt"):  # the delivery deadline counts from here
         updates["rulesWrittenAt"] = format_time(now)
-    status = _finish(obj, now, ready=ready, degraded=degraded, message=message, updates=updates)
+    # Another way to Falco (mode, namespace, registry, pinned Rulesfile): the old Delivered says nothing of it.
+    moved = delivery_target(obj.status) != delivery_target({**updates, "push": push})
+    status = _finish(
+        obj, now, ready=ready, degraded=degraded, message=message, updates=updates, extra=delivered,
+        remove=(DELIVERED,) if moved else (),
+    )  # fmt: skip
+    if moved:
+        status.pop("delivery", None)  # the next delivery check answers for the new way
     if push is None:
         status.pop("push", None)  # no (longer a) registry: its Rulesfile went above
     return SyncOutcome(
@@ -440,7 +492,7 @@ def _sync_merged(
         notices=tuple(notices),
         secret_fingerprint=fingerprint,
         writes=plan.writes + rolled.writes,
-        reporting=_reporting_feed(feed, secrets, index),
+        reporting=_reporting_feed(feed, secrets, index, options.policy),
         applied=True,
     )
 
@@ -482,7 +534,9 @@ def _index_builder(feed: Feed, secrets: ResolvedSecrets) -> IndexBuilder | None:
     return IndexBuilder(feed)
 
 
-def _reporting_feed(feed: Feed, secrets: ResolvedSecrets, index: IndexBuilder | None) -> ReportingFeed | None:
+def _reporting_feed(
+    feed: Feed, secrets: ResolvedSecrets, index: IndexBuilder | None, policy: Policy | None = None
+) -> ReportingFeed | None:
     if index is None or feed.spec.source.misp is None or not secrets.auth_key:
         return None
     built = index.build()
@@ -490,7 +544,9 @@ def _reporting_feed(feed: Feed, secrets: ResolvedSecrets, index: IndexBuilder | 
         "feed %s/%s: %d attributes indexed for alert matching (~%d KiB)",
         feed.namespace, feed.name, built.attributes, built.approx_bytes() // 1024,
     )  # fmt: skip
-    target = MispTarget(server=feed.spec.source.misp, auth_key=secrets.auth_key, ca_bundle=secrets.ca_bundle)
+    target = MispTarget(
+        server=feed.spec.source.misp, auth_key=secrets.auth_key, ca_bundle=secrets.ca_bundle, policy=policy
+    )
     return ReportingFeed(feed=feed, index=built, target=target)
 
 

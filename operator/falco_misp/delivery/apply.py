@@ -29,6 +29,7 @@ from falco_misp.delivery.rollout import (
     rollout_state,
 )
 from falco_misp.delivery.rulesfiles import (
+    DELIVERED,
     OCI_ROLLOUT_MODE,
     RulesfilePlan,
     build_oci_rulesfile,
@@ -52,16 +53,44 @@ def apply_configmaps(kube: KubeClient, feed: Feed, bundle: RulesBundle, status: 
     labels = feed_labels(feed)
     desired = build_configmaps(feed, bundle)
     plan = plan_configmaps(desired, kube.list_configmaps(target, labels))
+    _write_configmaps(kube, target, plan)
+    for name in plan.delete:
+        kube.delete_configmap(target, name)
+    old_namespace = _moved_from(status, target)
+    if old_namespace:  # moved to another Falco
+        withdraw(kube, old_namespace, labels, rollout_state(status), from_daemonsets=True)
+    return plan
+
+
+def _write_configmaps(kube: KubeClient, namespace: str, plan: ConfigMapPlan) -> None:
+    """Create and patch what ``plan`` says; its deletes are the caller's (last, in Rulesfiles mode)."""
     for body in plan.create:
         kube.create_configmap(body)
     for name, patch in plan.update:
-        kube.patch_configmap(target, name, patch)
-    for name in plan.delete:
-        kube.delete_configmap(target, name)
-    old_namespace = status.get("falcoNamespace")
-    if isinstance(old_namespace, str) and old_namespace and old_namespace != target:  # moved to another Falco
-        withdraw(kube, old_namespace, labels, rollout_state(status), from_daemonsets=True)
-    return plan
+        kube.patch_configmap(namespace, name, patch)
+
+
+def _write_rulesfiles(
+    kube: KubeClient,
+    namespace: str,
+    create: Sequence[Mapping[str, Any]],
+    update: Sequence[tuple[str, Mapping[str, Any]]],
+    delete: Sequence[str],
+) -> int:
+    """Create, patch, then delete Rulesfiles; the number of writes."""
+    for body in create:
+        kube.create_rulesfile(body)
+    for name, patch in update:
+        kube.patch_rulesfile(namespace, name, patch)
+    for name in delete:
+        kube.delete_rulesfile(namespace, name)
+    return len(create) + len(update) + len(delete)
+
+
+def _moved_from(status: Mapping[str, Any], target: str) -> str | None:
+    """The namespace the rules were written to before, when it is not ``target`` (the feed moved to another Falco)."""
+    old = status.get("falcoNamespace")
+    return old if isinstance(old, str) and old and old != target else None
 
 
 def withdraw(
@@ -109,23 +138,20 @@ def apply_rulesfiles(kube: KubeClient, feed: Feed, bundle: RulesBundle, status: 
             f"{', '.join(f'{target}/{n}' for n in plan.blocked)} still Terminating (the falco-operator holds its "
             "ConfigMap until no Rulesfile references it); the rules are written once it is gone",
         )
-    for body in plan.configmaps.create:
-        kube.create_configmap(body)
-    for name, patch in plan.configmaps.update:
-        kube.patch_configmap(target, name, patch)
-    for body in plan.create:
-        kube.create_rulesfile(body)
-    for name, patch in plan.update:
-        kube.patch_rulesfile(target, name, patch)
-    for name in plan.delete:
-        kube.delete_rulesfile(target, name)
-    for name in plan.configmaps.delete:
+    _write_configmaps(kube, target, plan.configmaps)  # before the Rulesfiles that reference them
+    _write_rulesfiles(kube, target, plan.create, plan.update, plan.delete)
+    for name in plan.configmaps.delete:  # after the Rulesfiles that referenced them
         kube.delete_configmap(target, name)
     held = _still_held(kube, target, labels, plan.configmaps.delete)
-    old_namespace = status.get("falcoNamespace")
-    if isinstance(old_namespace, str) and old_namespace and old_namespace != target:  # moved to another Falco
+    old_namespace = _moved_from(status, target)
+    if old_namespace:  # moved to another Falco
         held += withdraw_rulesfiles(kube, old_namespace, labels).terminating
     return RulesfilesApplied(plan, tuple(held), _held_notices(held))
+
+
+def written_at(status: Mapping[str, Any]) -> datetime | None:
+    """When the current rules were written: the delivery deadline counts from there."""
+    return parse_time(status.get("rulesWrittenAt")) or parse_time(status.get("lastSuccess"))
 
 
 def check_rulesfiles(
@@ -139,7 +165,7 @@ def check_rulesfiles(
     expected = [str(pinned)] if pinned else [str(name) for name in status.get("configMaps") or ()]
     rulesfiles, configmaps = kube.list_rulesfiles(target, labels), kube.list_configmaps(target, labels)
     report = rulesfile_report(target, expected, rulesfiles, configmaps)
-    written = parse_time(status.get("rulesWrittenAt")) or parse_time(status.get("lastSuccess"))
+    written = written_at(status)
     deadline = feed.spec.falco.delivery_deadline_seconds
     delivered = rulesfiles_delivered(report, written_at=written, now=now, deadline_seconds=deadline)
     return delivered, delivery_fields(report, str(status.get("rulesHash") or ""), now)
@@ -219,6 +245,23 @@ class OciPublished:
     notices: tuple[Notice, ...] = ()
     """Events to post."""
 
+    @property
+    def previous(self) -> Mapping[str, bytes] | None:
+        """The files the push replaced (for ``lastChange``); None when it pushed nothing or they are unknown."""
+        return self.result.previous if self.result.pushed else None
+
+    def delivered(self) -> Condition | None:
+        """``Delivered`` when no Rulesfile follows the push: Unknown (``PushedToRegistry``), as the falcoctl followers
+        pull on their own schedule and tell no one. None with a pinned Rulesfile: its conditions answer
+        (:func:`check_rulesfiles`)."""
+        if self.rulesfile:
+            return None
+        return Condition(
+            DELIVERED, None, "PushedToRegistry",
+            f"the registry serves {self.reference}@{self.result.digest} ({', '.join(self.result.tags)}); falcoctl "
+            "followers pull it on their own schedule and report to no one: their delivery cannot be observed",
+        )  # fmt: skip
+
     def fields(self, now: datetime) -> dict[str, Any]:
         """``status.push``."""
         out: dict[str, Any] = {
@@ -242,17 +285,18 @@ def publish_oci(
     auth: RegistryAuth | None,
     ca_bundle: str | None,
 ) -> OciPublished:
-    """Push the rules as a falcoctl rulesfile artifact (nothing when the registry holds them already), then keep the
-    Rulesfile pinned to its digest (``oci.rulesfile``) and remove what another mode left (ConfigMaps, Rulesfiles, the
-    DaemonSet annotation). :class:`~falco_misp.errors.RegistryError` when the push fails: nothing else is touched,
-    the registry still serves the last good rules."""
+    """Push the rules as a falcoctl rulesfile artifact (nothing when the registry holds them already; before a push,
+    the files it replaces are read back for ``lastChange``), then keep the Rulesfile pinned to its digest
+    (``oci.rulesfile``) and remove what another mode left (ConfigMaps, Rulesfiles, the DaemonSet annotation).
+    :class:`~falco_misp.errors.RegistryError` when the push fails: nothing else is touched, the registry still serves
+    the last good rules."""
     oci = feed.spec.falco.delivery.oci
     assert oci is not None, "a feed of mode OCI always has its oci settings"
     reference = parse_reference(oci.reference)
     target = RegistryTarget(
         reference=reference, plain_http=oci.plain_http, verify_tls=not oci.insecure_skip_verify, ca_bundle=ca_bundle
     )
-    result = push_artifact(target, build_artifact(feed, bundle), auth)
+    result = push_artifact(target, build_artifact(feed, bundle), auth, read_previous=True)
     where, labels = feed.spec.falco.namespace, feed_labels(feed)
     previous = rollout_state(status)
     old_namespace = str(status.get("falcoNamespace") or where)
@@ -270,13 +314,7 @@ def publish_oci(
         name = str(desired["metadata"]["name"])
         owned = [o for o in kube.list_rulesfiles(where, labels) if not is_terminating(o)]
         create, update, delete, _ = plan_rulesfile_objects([desired], owned)
-        for body in create:
-            kube.create_rulesfile(body)
-        for rulesfile, patch in update:
-            kube.patch_rulesfile(where, rulesfile, patch)
-        for rulesfile in delete:
-            kube.delete_rulesfile(where, rulesfile)
-        writes = len(create) + len(update) + len(delete)
+        writes = _write_rulesfiles(kube, where, create, update, delete)
     shown = f"{reference.registry}/{reference.repository}"
     notices: tuple[Notice, ...] = ()
     if result.pushed:

@@ -46,6 +46,7 @@ import hashlib
 import io
 import json
 import tarfile
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -124,6 +125,30 @@ def build_layer(files: dict[str, bytes]) -> bytes:
     with gzip.GzipFile(filename="", mode="wb", fileobj=packed, mtime=0, compresslevel=9) as gz:
         gz.write(raw.getvalue())
     return packed.getvalue()
+
+
+def read_layer(layer: bytes, max_bytes: int, max_files: int = 1024) -> dict[str, bytes]:
+    """The files of a rulesfile layer (the inverse of :func:`build_layer`): regular files with flat names only, at
+    most ``max_files`` of them and ``max_bytes`` in all (checked from the headers before any content is read, so a
+    gzip bomb stops there). :class:`ValueError` for anything else."""
+    files: dict[str, bytes] = {}
+    total = 0
+    try:
+        with tarfile.open(fileobj=io.BytesIO(layer), mode="r:gz") as tar:
+            for member in tar:
+                if len(files) >= max_files:
+                    raise ValueError(f"more than {max_files} files")
+                if not member.isfile() or "/" in member.name or member.name in ("", ".", ".."):
+                    raise ValueError(f"{member.name!r} is not a plain file name")
+                total += member.size
+                if total > max_bytes:
+                    raise ValueError(f"more than {max_bytes} bytes unpacked")
+                content = tar.extractfile(member)
+                assert content is not None, "a regular file has content"
+                files[member.name] = content.read()
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:  # gzip's: OSError, EOFError, zlib.error
+        raise ValueError(f"not a tar.gz ({type(exc).__name__})") from None
+    return files
 
 
 def build_config(feed: Feed, version: str) -> bytes:

@@ -4,8 +4,10 @@ Every call the operator makes against the API server is a method here, which kee
 read: get Secrets in feed namespaces; get the MispAllowLists feeds name (cluster-scoped); list/create/patch/delete
 ConfigMaps and get/list/patch DaemonSets in Falco's namespace (or, with ``delivery.mode: Rulesfiles``,
 list/create/patch/delete the falco-operator's Rulesfiles there, and no DaemonSet); create Events on MispFeeds
-(matched Falco alerts). Label selectors are also checked client-side, so an object this feed does not own is never
-written even if a server ignored the selector.
+(matched Falco alerts); get, list, watch ClusterMispServers and MispServers and patch their status, get Secrets in
+the operator's namespace (a ClusterMispServer's) and, for a server's namespace selector, get namespaces. Label
+selectors are also checked client-side, so an object this feed does not own is never written even if a server
+ignored the selector.
 
 Failures become :class:`KubeError` with a short reason and a message naming the object, never a secret value
 and never the API server's response body.
@@ -17,9 +19,11 @@ import base64
 import binascii
 import hashlib
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from kubernetes import client, config
@@ -28,6 +32,8 @@ from falco_misp.delivery.rulesfiles import RULESFILE_GROUP, RULESFILE_PLURAL, RU
 from falco_misp.feed.model import API_GROUP, API_VERSION
 
 MERGE_PATCH = "application/merge-patch+json"
+DEFAULT_OPERATOR_NAMESPACE = "falco-misp"
+SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 # Seconds one API call may take (connect, read): a hung API server must not hang a sync forever.
 REQUEST_TIMEOUT = (10.0, 60.0)
 _NO_RULESFILE_CRD = (
@@ -83,20 +89,23 @@ def _api_error(exc: client.ApiException, what: str) -> KubeError:
 class KubeClient:
     """The operator's Kubernetes calls over one ``kubernetes.client.ApiClient``."""
 
-    def __init__(self, api_client: client.ApiClient) -> None:
+    def __init__(self, api_client: client.ApiClient, namespace: str = DEFAULT_OPERATOR_NAMESPACE) -> None:
         self.api_client = api_client
         self.core = client.CoreV1Api(api_client)
         self.apps = client.AppsV1Api(api_client)
+        self.namespace = namespace
+        """The operator's own namespace: where a ClusterMispServer's Secrets live (``--operator-namespace``)."""
 
     @classmethod
-    def from_environment(cls) -> KubeClient:
-        """In-cluster service account credentials, else the local kubeconfig."""
+    def from_environment(cls, namespace: str | None = None) -> KubeClient:
+        """In-cluster service account credentials, else the local kubeconfig; ``namespace``: the operator's (default:
+        the service account's, else ``$POD_NAMESPACE``, else :data:`DEFAULT_OPERATOR_NAMESPACE`)."""
         configuration = client.Configuration()
         try:
             config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
         except config.ConfigException:
             config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-        return cls(client.ApiClient(configuration))
+        return cls(client.ApiClient(configuration), namespace or own_namespace())
 
     def _plain(self, model: object) -> dict[str, Any]:
         plain = self.api_client.sanitize_for_serialization(model)  # type: ignore[no-untyped-call]
@@ -105,6 +114,10 @@ class KubeClient:
     # ----------------------------------------------------------------------------------------------- Secrets
     def read_secret_value(self, namespace: str, name: str, key: str) -> str:
         """The decoded value of one key of a Secret (the caller must never log or store it)."""
+        return self.read_secret_entry(namespace, name, key)[0]
+
+    def read_secret_entry(self, namespace: str, name: str, key: str) -> tuple[str, dict[str, str]]:
+        """The decoded value of one key of a Secret and the Secret's annotations (its pairing, issue 15)."""
         what = f"Secret {namespace}/{name}"
         try:
             secret = self.core.read_namespaced_secret(name, namespace, _request_timeout=REQUEST_TIMEOUT)
@@ -112,6 +125,23 @@ class KubeClient:
             if exc.status == 404:
                 raise KubeError("SecretNotFound", f"{what} not found") from None
             raise _api_error(exc, f"reading {what}") from None
+        annotations = dict((secret.metadata.annotations if secret.metadata is not None else None) or {})
+        return self._secret_value(secret, what, key), annotations
+
+    def read_secret_entries(self, namespace: str, name: str) -> tuple[dict[str, str], dict[str, str]]:
+        """Every key of a Secret, decoded, and its annotations (``headersSecretRef``, issue 15; never logged)."""
+        what = f"Secret {namespace}/{name}"
+        try:
+            secret = self.core.read_namespaced_secret(name, namespace, _request_timeout=REQUEST_TIMEOUT)
+        except client.ApiException as exc:
+            if exc.status == 404:
+                raise KubeError("SecretNotFound", f"{what} not found") from None
+            raise _api_error(exc, f"reading {what}") from None
+        annotations = dict((secret.metadata.annotations if secret.metadata is not None else None) or {})
+        return {key: self._secret_value(secret, what, key) for key in sorted(secret.data or {})}, annotations
+
+    @staticmethod
+    def _secret_value(secret: client.V1Secret, what: str, key: str) -> str:
         data = secret.data or {}
         if key in data and data[key] is not None:
             try:
@@ -383,6 +413,57 @@ class KubeClient:
             raise _api_error(exc, f"reading MispAllowList {name}") from None
         return found if isinstance(found, dict) else {}
 
+    # ------------------------------------------------------------------------- MISP server resources (issue 15)
+    def read_misp_server(self, plural: str, namespace: str | None, name: str) -> dict[str, Any] | None:
+        """A ClusterMispServer (``namespace`` None) or MispServer as a plain dict (None: it does not exist)."""
+        api = client.CustomObjectsApi(self.api_client)
+        what = f"{plural}/{name}" if namespace is None else f"{plural} {namespace}/{name}"
+        try:
+            if namespace is None:
+                found = api.get_cluster_custom_object(
+                    API_GROUP, API_VERSION, plural, name, _request_timeout=REQUEST_TIMEOUT
+                )
+            else:
+                found = api.get_namespaced_custom_object(
+                    API_GROUP, API_VERSION, namespace, plural, name, _request_timeout=REQUEST_TIMEOUT
+                )
+        except client.ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise _api_error(exc, f"reading {what}") from None
+        return found if isinstance(found, dict) else {}
+
+    def namespace_labels(self, name: str) -> dict[str, str] | None:
+        """The labels of a namespace (None: it does not exist), for a ClusterMispServer's namespace selector."""
+        try:
+            found = self.core.read_namespace(name, _request_timeout=REQUEST_TIMEOUT)
+        except client.ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise _api_error(exc, f"reading namespace {name}") from None
+        return dict((found.metadata.labels if found.metadata is not None else None) or {})
+
+    def patch_server_status(self, plural: str, namespace: str | None, name: str, status: Mapping[str, Any]) -> bool:
+        """Merge-patch a server resource's status; False if it is gone."""
+        api = client.CustomObjectsApi(self.api_client)
+        body = {"status": dict(status)}
+        try:
+            if namespace is None:
+                api.patch_cluster_custom_object_status(
+                    API_GROUP, API_VERSION, plural, name, body, _content_type=MERGE_PATCH,
+                    _request_timeout=REQUEST_TIMEOUT,
+                )  # fmt: skip
+            else:
+                api.patch_namespaced_custom_object_status(
+                    API_GROUP, API_VERSION, namespace, plural, name, body, _content_type=MERGE_PATCH,
+                    _request_timeout=REQUEST_TIMEOUT,
+                )  # fmt: skip
+        except client.ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise _api_error(exc, f"patching the status of {plural} {namespace or ''}/{name}") from None
+        return True
+
     # ------------------------------------------------------------------------------------------------ MispFeeds
     def patch_feed_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> bool:
         """Merge-patch a MispFeed's status (what kopf does after a handler, for the live-updates daemon, whose
@@ -403,6 +484,17 @@ class KubeClient:
                 return False
             raise _api_error(exc, f"patching the status of MispFeed {namespace}/{name}") from None
         return True
+
+
+def own_namespace() -> str:
+    """The operator's namespace: ``$POD_NAMESPACE``, else the service account's, else the default."""
+    found = os.environ.get("POD_NAMESPACE", "").strip()
+    if not found:
+        try:
+            found = SERVICE_ACCOUNT_NAMESPACE.read_text(encoding="utf-8").strip()
+        except OSError:
+            found = ""
+    return found or DEFAULT_OPERATOR_NAMESPACE
 
 
 def selector_matches(selector: str, labels: Mapping[str, str] | None) -> bool:

@@ -10,7 +10,10 @@ OCI distribution spec:
 - ``HEAD /v2/<repo>/blobs/<digest>`` for the config and the layer: a blob the registry holds is not sent again;
 - a monolithic upload, ``POST /v2/<repo>/blobs/uploads/`` then ``PUT <Location>&digest=<digest>``;
 - ``PUT /v2/<repo>/manifests/<tag>`` for each tag, the version tag first and the moving tag (``latest``, or the tag
-  of the reference) last: a push that fails half-way leaves the moving tag on the last good rules.
+  of the reference) last: a push that fails half-way leaves the moving tag on the last good rules;
+- with ``read_previous`` (the operator's ``status.lastChange``), before writing, ``GET /v2/<repo>/blobs/<digest>`` of
+  the layer the moving tag serves, when we pushed it: the files followers run now, at most
+  :data:`MAX_LAYER_BYTES` packed and unpacked; failing to read them is logged, never a failed push.
 
 Auth: HTTP Basic, and the Bearer-token challenge (``WWW-Authenticate: Bearer realm=...,service=...,scope=...``:
 the token is fetched from the realm with the credentials, if any, as Basic) that Docker Hub, GHCR, Harbor and
@@ -40,7 +43,15 @@ from urllib.parse import urlencode, urljoin, urlsplit
 
 import requests
 
-from falco_misp.delivery.artifact import ANNOTATION_RULES_SHA256, LATEST_TAG, MANIFEST_MEDIA_TYPE, Artifact, digest
+from falco_misp.delivery.artifact import (
+    ANNOTATION_RULES_SHA256,
+    LATEST_TAG,
+    LAYER_MEDIA_TYPE,
+    MANIFEST_MEDIA_TYPE,
+    Artifact,
+    digest,
+    read_layer,
+)
 from falco_misp.errors import RegistryError
 from falco_misp.sources.locations import redact
 
@@ -61,6 +72,9 @@ _DOCKER_HUB_CONFIG_KEY = "https://index.docker.io/v1/"
 # An OCI manifest is at most 4 MiB in distribution; a token answer is a few KiB.
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 MAX_TOKEN_BYTES = 1024 * 1024
+# The artifact a push replaces is read back (for status.lastChange) up to this size, packed and unpacked: 256 shards
+# (falco.maxShards' maximum) of at most 1 MiB, and room for the placeholders.
+MAX_LAYER_BYTES = 257 * 1024 * 1024
 _MAX_ERROR_CHARS = 200
 _MAX_ERROR_BODY = 64 * 1024
 # what a tag may hold: ours, or an image someone else pushed there (read to see it is not ours, then replaced)
@@ -130,6 +144,10 @@ class PushResult:
     """False when every tag already held these rules."""
     writes: int
     """Write requests the registry accepted (POST/PUT): 0 when unchanged."""
+    previous: Mapping[str, bytes] | None = None
+    """With ``read_previous``, when it pushed: the files the moving tag served before (what falcoctl followers ran;
+    empty when the tag did not exist). None: not asked, nothing pushed, or not known (the tag held an artifact not
+    ours, or it could not be read: logged, never a failure of the push)."""
 
 
 def parse_reference(ref: str) -> Reference:
@@ -399,6 +417,25 @@ class _Client:
             manifest = None
         return digest(body), (manifest if isinstance(manifest, dict) else {})
 
+    def layer_files(self, manifest: Mapping[str, Any], limit: int) -> dict[str, bytes]:
+        """The files of a rulesfile manifest's one layer, at most ``limit`` bytes packed and unpacked."""
+        layers = manifest.get("layers")
+        layer = layers[0] if isinstance(layers, list) and len(layers) == 1 else None
+        if not isinstance(layer, dict) or layer.get("mediaType") != LAYER_MEDIA_TYPE:
+            raise RegistryError("BadAnswer", f"{self.where}: not a rulesfile artifact (one {LAYER_MEDIA_TYPE} layer)")
+        blob_digest = str(layer.get("digest") or "")
+        response = self.request("GET", f"{self.base}/blobs/{blob_digest}")
+        with response:
+            if response.status_code != 200:
+                raise self.fail(response, f"reading blob {blob_digest}", write=False)
+            blob = self._read(response, limit, f"blob {blob_digest}")
+        if digest(blob) != blob_digest:
+            raise RegistryError("BadAnswer", f"{self.where}: blob {blob_digest} does not have that digest")
+        try:
+            return read_layer(blob, limit)
+        except ValueError as exc:
+            raise RegistryError("BadAnswer", f"{self.where}: layer {blob_digest}: {exc}") from None
+
     def has_blob(self, blob_digest: str) -> bool:
         response = self.request("HEAD", f"{self.base}/blobs/{blob_digest}")
         with response:
@@ -453,8 +490,26 @@ def push_tags(reference: Reference, artifact: Artifact) -> tuple[str, ...]:
     return (artifact.version, moving) if moving != artifact.version else (moving,)
 
 
-def push_artifact(target: RegistryTarget, artifact: Artifact, auth: RegistryAuth | None = None) -> PushResult:
-    """Push ``artifact`` under :func:`push_tags`, or nothing when every tag already holds the same rules hash."""
+def _replaced_files(client: _Client, found: tuple[str, dict[str, Any]] | None) -> dict[str, bytes] | None:
+    """The files of the artifact a push is about to replace (``found``: the moving tag's digest and manifest)."""
+    if found is None:
+        return {}  # a first push: followers had none of these rules
+    if _rules_sha256(found[1]) is None:
+        log.info("%s: the tag holds an artifact not pushed by falco-misp: what it replaces is unknown", client.where)
+        return None
+    try:
+        return client.layer_files(found[1], MAX_LAYER_BYTES)
+    except RegistryError as exc:
+        log.warning("%s: cannot read the artifact this push replaces (%s): no lastChange", client.where, exc)
+        return None
+
+
+def push_artifact(
+    target: RegistryTarget, artifact: Artifact, auth: RegistryAuth | None = None, *, read_previous: bool = False
+) -> PushResult:
+    """Push ``artifact`` under :func:`push_tags`, or nothing when every tag already holds the same rules hash.
+
+    ``read_previous``: before pushing, read back the files the moving tag serves (:attr:`PushResult.previous`)."""
     tags = push_tags(target.reference, artifact)
     client = _Client(target, auth)
     try:
@@ -465,6 +520,7 @@ def push_artifact(target: RegistryTarget, artifact: Artifact, auth: RegistryAuth
         if len(current) == len(tags) and len(set(current)) == 1:
             log.info("%s: tags %s already hold rules %s", client.where, ", ".join(tags), artifact.rules_sha256[:12])
             return PushResult(digest=current[0], tags=tags, pushed=False, writes=0)
+        previous = _replaced_files(client, remote[-1]) if read_previous else None  # the moving tag is the last
         for data, blob_digest in ((artifact.config, artifact.config_digest), (artifact.layer, artifact.layer_digest)):
             if not client.has_blob(blob_digest):
                 client.upload_blob(data, blob_digest)
@@ -473,4 +529,4 @@ def push_artifact(target: RegistryTarget, artifact: Artifact, auth: RegistryAuth
     finally:
         client.session.close()
     log.info("%s: pushed %s as %s (%d writes)", client.where, artifact.manifest_digest, ", ".join(tags), client.writes)
-    return PushResult(digest=artifact.manifest_digest, tags=tags, pushed=True, writes=client.writes)
+    return PushResult(digest=artifact.manifest_digest, tags=tags, pushed=True, writes=client.writes, previous=previous)

@@ -88,12 +88,31 @@ class SecretRef:
     """Key inside the Secret's data."""
 
 
+class ServerKind(StrEnum):
+    """The kinds of MISP server resources a feed may refer to (``source.misp.serverRef.kind``, issue 15)."""
+
+    CLUSTER = "ClusterMispServer"
+    """Cluster-scoped, its Secrets in the operator's namespace, usable by the namespaces it allows."""
+    NAMESPACED = "MispServer"
+    """In the feed's own namespace, its Secrets there too."""
+
+
+@dataclass(frozen=True)
+class ServerRef:
+    """``source.misp.serverRef``: the MISP server resource whose URL, TLS, key and ZeroMQ settings a feed uses."""
+
+    kind: ServerKind
+    """ClusterMispServer or MispServer."""
+    name: str
+    """Its metadata.name (a MispServer: in the feed's namespace)."""
+
+
 @dataclass(frozen=True)
 class MispServer:
     """A MISP server read through its REST API (``/attributes/restSearch``)."""
 
     url: str
-    """Base URL, e.g. ``https://misp.example.org``."""
+    """Base URL, e.g. ``https://misp.example.org`` (empty for a ``serverRef`` not resolved yet)."""
     auth_key: SecretRef | None = None
     """Secret holding the API key (the CLI reads the key from an environment variable instead)."""
     verify_tls: bool = True
@@ -106,6 +125,10 @@ class MispServer:
     """Attributes per page (``limit``); pages are fetched until a short page."""
     zmq: MispZmq | None = None
     """MISP's ZeroMQ publisher, for live updates (operator only; ``falco-misp render`` ignores it)."""
+    server_ref: ServerRef | None = None
+    """The server resource these settings come from (the operator fills the rest in before a fetch)."""
+    secret_namespace: str | None = None
+    """Where ``auth_key``, ``ca_bundle`` and the ZeroMQ credentials live (None: the feed's namespace)."""
 
 
 @dataclass(frozen=True)
@@ -120,6 +143,9 @@ class MispZmq:
     """``tcp://host:port`` of the PUB socket (MISP's ``Plugin.ZeroMQ_port``, 50000 by default)."""
     debounce_seconds: int = 10
     """A sync runs once this long passed without another relevant message, so a burst gives one sync."""
+    credentials_secret: str | None = None
+    """A Secret with keys ``username`` and ``password`` for ZeroMQ PLAIN (MISP's ``ZeroMQ_username`` and
+    ``ZeroMQ_password``); server resources only."""
 
 
 @dataclass(frozen=True)
@@ -132,6 +158,9 @@ class Location:
     """Verify the server certificate for https URLs."""
     timeout_seconds: float = 30.0
     """Per-request timeout for http(s) URLs."""
+    headers_secret: str | None = None
+    """``headersSecretRef.name``: a Secret in the feed's namespace, each key an HTTP header sent with every request
+    to the URL's own origin (never on a redirect elsewhere), paired with that origin like a MISP key (issue 15)."""
 
 
 @dataclass(frozen=True)
@@ -158,6 +187,11 @@ class Source:
     """A MISP JSON export: an event, a list of events, or a restSearch answer."""
     text: TextList | None = None
     """A plain indicator list."""
+
+    @property
+    def location(self) -> Location | None:
+        """Where a static feed, export or list lives (None: a MISP server)."""
+        return self.misp_feed or self.file or (self.text.location if self.text else None)
 
     @property
     def kind(self) -> str:
@@ -506,11 +540,19 @@ class Feed:
         return f"{self.namespace}/{self.name}"
 
     @property
+    def identity_prefix(self) -> str:
+        """``misp-<namespace>-<name>`` with every ``-`` of the namespace doubled (issue 15): injective, so no two
+        feeds share it. A namespace never starts or ends with ``-``, so the first single ``-`` after ``misp-`` ends
+        it (``team-a``/``x`` -> ``misp-team--a-x``; ``team``/``a-x`` -> ``misp-team-a-x``). A namespace without
+        ``-`` keeps the names it always had. At most 5 + 124 + 1 + 47 = 177 characters: ``<prefix>-<shard>`` stays
+        a valid ConfigMap name and key."""
+        return f"misp-{self.namespace.replace('-', '--')}-{self.name}"
+
+    @property
     def config_map_prefix(self) -> str:
-        """Prefix of the ConfigMap names (and rules file names): ``falco.configMapPrefix``, default
-        ``misp-<namespace>-<name>`` (at most 5 + 63 + 1 + 47 = 116 characters, so ``<prefix>-<shard>`` stays a
-        valid ConfigMap name and key), so same-named feeds of two namespaces never share ConfigMaps."""
-        return self.spec.falco.config_map_prefix or f"misp-{self.namespace}-{self.name}"
+        """Prefix of the ConfigMap names (and rules file names): :attr:`identity_prefix`, or ``falco.configMapPrefix``
+        for a feed in its Falco namespace (its administrator's: parse refuses the field elsewhere)."""
+        return self.spec.falco.config_map_prefix or self.identity_prefix
 
     @property
     def rule_prefix(self) -> str:

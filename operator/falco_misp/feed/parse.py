@@ -64,6 +64,8 @@ from falco_misp.feed.model import (
     RulesfileDelivery,
     SecretRef,
     SelectorRequirement,
+    ServerKind,
+    ServerRef,
     SightingsReporting,
     Source,
     TagFilter,
@@ -196,7 +198,35 @@ _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 _URL = re.compile(r"^https?://[^\s/?#]+[^\s]*$")
 
 
+_SERVER_KINDS = {k.value: k for k in ServerKind}
+
+
+def _server_ref(r: _Reader) -> ServerRef:
+    kind = r.string("kind")
+    if kind not in _SERVER_KINDS:
+        raise SpecError(r.at("kind"), f"expected one of {', '.join(_SERVER_KINDS)}, got {kind!r}")
+    ref = ServerRef(kind=_SERVER_KINDS[kind], name=r.string("name", pattern=_DNS_SUBDOMAIN))
+    r.done()
+    return ref
+
+
+# With serverRef the server resource holds these; verifyTLS, timeoutSeconds and pageSize (defaulted by the CRD) are
+# the server's too, whatever the feed says.
+_SERVER_OWNED = ("url", "authKeySecretRef", "caBundleSecretRef", "zmq")
+
+
 def _misp_server(r: _Reader) -> MispServer:
+    if r.has("serverRef"):  # issue 15: a ClusterMispServer or MispServer supplies the connection
+        owned = [k for k in _SERVER_OWNED if r.has(k)]
+        if owned:
+            raise SpecError(r.at(owned[0]), "not with serverRef: the server resource sets the URL, key, CA and ZeroMQ")
+        server = MispServer(url="", server_ref=_server_ref(r.child("serverRef")))
+        for key in ("verifyTLS", "timeoutSeconds", "pageSize"):
+            r.raw(key)
+        r.done()
+        return server
+    if not r.has("url"):
+        raise SpecError(r.at("url"), "is required (or serverRef: a ClusterMispServer or MispServer)")
     url = r.string("url")
     if not _URL.match(url):
         raise SpecError(r.at("url"), f"expected an http(s) URL, got {url!r}")
@@ -213,6 +243,25 @@ def _misp_server(r: _Reader) -> MispServer:
     return server
 
 
+def parse_server_settings(r: _Reader) -> MispServer:
+    """The connection settings of a ClusterMispServer or MispServer spec (:mod:`falco_misp.feed.servers`): the
+    inline form's fields, the key required, ZeroMQ with ``credentialsSecretRef``; the caller reads the rest."""
+    url = r.string("url")
+    if not _URL.match(url):
+        raise SpecError(r.at("url"), f"expected an http(s) URL, got {url!r}")
+    if not r.has("authKeySecretRef"):
+        raise SpecError(r.at("authKeySecretRef"), "is required: the Secret holding the MISP API key")
+    return MispServer(
+        url=url.rstrip("/"),
+        auth_key=_secret_ref(r.child("authKeySecretRef")),
+        verify_tls=r.boolean("verifyTLS", True),
+        ca_bundle=_secret_ref(r.child("caBundleSecretRef")) if r.has("caBundleSecretRef") else None,
+        timeout_seconds=r.number("timeoutSeconds", 30.0, minimum=1, maximum=600),
+        page_size=r.integer("pageSize", 5_000, minimum=1, maximum=100_000),
+        zmq=_misp_zmq(r.child("zmq"), credentials=True) if r.has("zmq") else None,
+    )
+
+
 # tcp://host:port: a DNS name, an IPv4 address or a bracketed IPv6 address; the port without leading zeros.
 _ZMQ_URL = re.compile(
     r"^tcp://(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([-A-Za-z0-9.]{0,251}[A-Za-z0-9])?):(?P<port>[1-9][0-9]{0,4})$"
@@ -220,7 +269,9 @@ _ZMQ_URL = re.compile(
 MIN_DEBOUNCE_SECONDS, MAX_DEBOUNCE_SECONDS = 1, 300
 
 
-def _misp_zmq(r: _Reader) -> MispZmq:
+def _misp_zmq(r: _Reader, *, credentials: bool = False) -> MispZmq:
+    """``zmq``; ``credentials``: ``credentialsSecretRef`` allowed (server resources only: a feed must not send a
+    Secret of its namespace to a publisher of its choosing)."""
     url = r.string("url")
     m = _ZMQ_URL.match(url)
     host = m.group("host") if m else ""
@@ -236,7 +287,12 @@ def _misp_zmq(r: _Reader) -> MispZmq:
     debounce = r.duration("debounce", 10) or 10
     if not MIN_DEBOUNCE_SECONDS <= debounce <= MAX_DEBOUNCE_SECONDS:
         raise SpecError(r.at("debounce"), f"must be between 1s and 5m, got {r.raw('debounce')!r}")
-    zmq = MispZmq(url=url, debounce_seconds=debounce)
+    secret = None
+    if credentials and r.has("credentialsSecretRef"):
+        ref = r.child("credentialsSecretRef")
+        secret = ref.string("name", pattern=_DNS_SUBDOMAIN)
+        ref.done()
+    zmq = MispZmq(url=url, debounce_seconds=debounce, credentials_secret=secret)
     r.done()
     return zmq
 
@@ -246,9 +302,20 @@ def _location(r: _Reader) -> Location:
         url=r.string("url"),
         verify_tls=r.boolean("verifyTLS", True),
         timeout_seconds=r.number("timeoutSeconds", 30.0, minimum=1, maximum=600),
+        headers_secret=_headers_secret(r),
     )
     r.done()
     return loc
+
+
+def _headers_secret(r: _Reader) -> str | None:
+    """``headersSecretRef: {name}`` (issue 15): credentials for a static feed, export or list, never in the URL."""
+    if not r.has("headersSecretRef"):
+        return None
+    ref = r.child("headersSecretRef")
+    name = ref.string("name", pattern=_DNS_SUBDOMAIN)
+    ref.done()
+    return name
 
 
 def _types(r: _Reader, key: str) -> tuple[str, ...] | None:
@@ -269,6 +336,7 @@ def _text(r: _Reader) -> TextList:
             url=r.string("url"),
             verify_tls=r.boolean("verifyTLS", True),
             timeout_seconds=r.number("timeoutSeconds", 30.0, minimum=1, maximum=600),
+            headers_secret=_headers_secret(r),
         ),
         types=_types(r, "types") or ("ip-src", "ip-dst"),
         min_score=r.integer("minScore", 0, minimum=0, maximum=1_000_000) if r.has("minScore") else None,
@@ -843,4 +911,12 @@ def parse_feed(document: object) -> Feed:
         raise SpecError("metadata.name", f"expected a lower-case DNS label of at most 47 characters, got {name!r}")
     namespace = meta.string("namespace", "default", pattern=_DNS_LABEL)
     spec = parse_spec(r.raw("spec"), "spec")
+    if spec.falco.config_map_prefix and spec.falco.namespace != namespace:
+        # issue 15: names derive from the feed's identity (Feed.config_map_prefix), so no feed can take the names
+        # another namespace's feed needs; only the Falco namespace's own feeds (its administrator's) choose theirs.
+        raise SpecError(
+            "spec.falco.configMapPrefix",
+            f"only a feed in its Falco namespace ({spec.falco.namespace}) may choose its ConfigMap names; a feed of "
+            f"namespace {namespace} writes {Feed(name=name, namespace=namespace, spec=spec).identity_prefix}-<n>",
+        )
     return Feed(name=name, namespace=namespace, spec=spec)

@@ -22,7 +22,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
@@ -76,6 +76,8 @@ class LiveTarget:
     """The feed's filter sets (OR): what makes a message relevant."""
     refresh_seconds: int
     """The feed's refresh interval (named in the LiveUpdates=False message)."""
+    credentials: tuple[str, str] | None = field(default=None, repr=False)
+    """ZeroMQ PLAIN user name and password (a server resource's ``zmq.credentialsSecretRef``, issue 15); None: none."""
 
 
 class LiveSync(StrEnum):
@@ -123,10 +125,15 @@ class FeedLink(Protocol):
 class Subscriber:
     """One SUB socket on one publisher, subscribed to the topics in :data:`~falco_misp.live.messages.SUBSCRIPTIONS`."""
 
-    def __init__(self, context: zmq.asyncio.Context, url: str, tuning: LiveTuning) -> None:
+    def __init__(
+        self, context: zmq.asyncio.Context, url: str, tuning: LiveTuning, credentials: tuple[str, str] | None = None
+    ) -> None:
         socket = context.socket(zmq.SUB)
         try:
             socket.setsockopt(zmq.LINGER, 0)
+            if credentials is not None:  # ZMTP PLAIN: MISP's ZeroMQ_username/ZeroMQ_password, set before connect
+                socket.plain_username = credentials[0].encode()
+                socket.plain_password = credentials[1].encode()
             # libzmq reconnects a dropped connection by itself, with a delay doubling between these bounds.
             socket.setsockopt(zmq.RECONNECT_IVL, _ms(tuning.reconnect_min_seconds))
             socket.setsockopt(zmq.RECONNECT_IVL_MAX, _ms(tuning.reconnect_max_seconds))
@@ -238,7 +245,7 @@ class LiveFollower:
             if old is not None:
                 self.log.info("live updates off: unsubscribed from %s", old.url)
             return
-        if old is None or old.url != target.url:
+        if old is None or (old.url, old.credentials) != (target.url, target.credentials):
             self._close()
             self._reopen_at = 0.0
             self._backoff = 0.0
@@ -246,7 +253,7 @@ class LiveFollower:
 
     def _open(self, context: zmq.asyncio.Context, target: LiveTarget, now: float) -> None:
         try:
-            self._sub = Subscriber(context, target.url, self.tuning)
+            self._sub = Subscriber(context, target.url, self.tuning, target.credentials)
         except zmq.ZMQError as exc:
             self._decide(connect_failed(target.url, str(exc)))
             self._schedule_reopen(now)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from falco_misp.feed.model import Feed, MispServer
+from falco_misp.feed.policy import Policy
 from falco_misp.reporting.alerts import Alert, RuleRef, feed_tag, parse_rule, remote_address, remote_domain, rule_ident
 from falco_misp.reporting.index import AttributeRef, ProvenanceIndex
 
@@ -29,6 +30,8 @@ class MispTarget:
     """API key (needs the sighting permission, and add/publish permissions for events)."""
     ca_bundle: str | None = field(default=None, repr=False)
     """PEM CA bundle for a private CA."""
+    policy: Policy | None = None
+    """The operator's egress policy (issue 15): reports connect only where a sync may (None: no restriction)."""
 
     @property
     def key(self) -> str:

@@ -95,7 +95,7 @@ class MispClients:
             return self._clients[key][0]
         ca_path = write_ca_file(target.ca_bundle) if target.ca_bundle else None
         try:
-            client = connect_misp(target.server, target.auth_key, ca_path)
+            client = connect_misp(target.server, target.auth_key, ca_path, policy=target.policy)
         except Exception as exc:
             remove_file(ca_path)
             raise SendFailure(send_failure_reason(exc), retry=True) from None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -18,6 +19,9 @@ import requests
 
 from falco_misp.errors import SourceError
 from falco_misp.feed.model import Location
+from falco_misp.feed.policy import Policy
+from falco_misp.feed.servers import origin
+from falco_misp.sources.egress import guarded_session
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +53,11 @@ class FetchContext:
     """Largest body read from the source (each MISP page, feed file, export, list); larger: ``ResponseTooLarge``."""
     prefetch_pages: int | None = None
     """MISP pages fetched ahead while the current one is processed (None: the default, 2; 0: none)."""
+    policy: Policy | None = None
+    """The operator's egress policy (issue 15): hosts and addresses every connection is checked against
+    (:mod:`falco_misp.sources.egress`); None: no restriction (``falco-misp render``)."""
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+    """``headersSecretRef`` values: sent with requests to the source URL's own origin only; never logged."""
 
 
 def redact(text: str, *secrets: str | None) -> str:
@@ -119,7 +128,11 @@ def read_location(loc: Location, ctx: FetchContext, url: str | None = None) -> b
     if _is_url(target):
         where = safe_url(target)
         try:
-            with requests.get(target, timeout=loc.timeout_seconds, verify=loc.verify_tls, stream=True) as resp:
+            home = origin(loc.url)  # the credentials go to the source's origin only, never on a redirect elsewhere
+            headers = dict(ctx.headers) if ctx.headers and origin(target) == home else None
+            session = guarded_session(ctx.policy, loc.url, ctx.headers)
+            timeout, verify = loc.timeout_seconds, loc.verify_tls
+            with session, session.get(target, headers=headers, timeout=timeout, verify=verify, stream=True) as resp:
                 if resp.status_code != 200:
                     raise SourceError(f"HTTP{resp.status_code}", f"{where} answered HTTP {resp.status_code}")
                 return read_body(resp, limit, where)

@@ -18,18 +18,20 @@ import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import requests
 from pymisp import PyMISP
 
 from falco_misp.errors import SourceError
 from falco_misp.feed.model import Feed, MispServer
+from falco_misp.feed.policy import Policy
 from falco_misp.sources.attributes import (
     Attribute,
     EventContext,
     attribute_from_json,
 )
+from falco_misp.sources.egress import GuardedAdapter, check_connect
 from falco_misp.sources.filters import build_restsearch_params
 from falco_misp.sources.locations import (
     DEFAULT_MAX_RESPONSE_BYTES,
@@ -55,18 +57,23 @@ class _ResponseHooks(requests.auth.AuthBase):
     the body, so the hook streams the body itself, up to ``max_bytes``, and hands it to the response.
     """
 
-    def __init__(self, server_url: str, max_bytes: int) -> None:
+    def __init__(self, server_url: str, max_bytes: int, policy: Policy | None = None) -> None:
         self.last: int | None = None
+        self._policy = policy  # checked before each request and each redirect (plain http is not pinned: egress.py)
         self.date: int | None = None  # the answer's Date header (epoch seconds), when it has a readable one
         self._where = f"MISP at {safe_url(server_url)}"
         self._max_bytes = max_bytes
 
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
         self.last = None
+        if self._policy is not None:
+            check_connect(self._policy, request.url or "")
         request.register_hook("response", self._record)  # type: ignore[no-untyped-call]
         return request
 
     def _record(self, response: requests.Response, *args: object, **kwargs: object) -> None:
+        if self._policy is not None and response.is_redirect:
+            check_connect(self._policy, urljoin(response.url, response.headers.get("location", "")))
         value = response.headers.get("X-Result-Count", "")
         self.last = int(value) if value.isdigit() else None
         try:
@@ -84,12 +91,18 @@ def quiet_pymisp_logger() -> None:
     logger.setLevel(max(logging.INFO, logger.getEffectiveLevel()))
 
 
-def connect_misp(server: MispServer, auth_key: str, ca_path: str | None, **options: Any) -> PyMISP:
+def connect_misp(
+    server: MispServer, auth_key: str, ca_path: str | None, *, policy: Policy | None = None, **options: Any
+) -> PyMISP:
     """The one way a PyMISP client is made, for reading and for reporting: TLS as the spec says (a private CA from
     ``ca_path``), its timeout, our tool name, and PyMISP's logger kept from logging the key. Raises what PyMISP's
-    start-up calls raise (see :func:`failure_reason`)."""
+    start-up calls raise (see :func:`failure_reason`). With an egress ``policy`` (the operator) the URL and its
+    addresses are checked first (``SourceError``) and https connections go only to checked addresses."""
     verify: bool | str = (ca_path or True) if server.verify_tls else False
     quiet_pymisp_logger()
+    if policy is not None:
+        check_connect(policy, server.url)
+        options.setdefault("https_adapter", GuardedAdapter(policy))
     return PyMISP(
         server.url, auth_key, ssl=verify, timeout=server.timeout_seconds, tool="falco-misp-operator", **options
     )
@@ -150,15 +163,18 @@ class MispApi:
         auth_key: str,
         ca_bundle: str | None = None,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        policy: Policy | None = None,
     ) -> None:
         self.url = safe_url(server.url)
         if not auth_key:
             raise SourceError("AuthKeyMissing", f"no API key for MISP at {self.url}")
         self.server = server
         self._auth_key = auth_key
-        self._count = _ResponseHooks(server.url, max_response_bytes)
+        self._count = _ResponseHooks(server.url, max_response_bytes, policy)
         try:
-            self._misp = connect_misp(server, auth_key, ca_bundle, auth=self._count)
+            self._misp = connect_misp(server, auth_key, ca_bundle, policy=policy, auth=self._count)
+        except SourceError:
+            raise
         except Exception as exc:
             raise self._error(exc) from None
 
@@ -291,7 +307,7 @@ def misp_api(feed: Feed, ctx: FetchContext) -> MispApi:
     """The client for a feed's MISP server (raises SourceError)."""
     server = feed.spec.source.misp
     assert server is not None
-    return MispApi(server, ctx.auth_key or "", ctx.ca_bundle, ctx.max_response_bytes)
+    return MispApi(server, ctx.auth_key or "", ctx.ca_bundle, ctx.max_response_bytes, ctx.policy)
 
 
 def fetch_pages(

@@ -57,6 +57,9 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{/* Namespaces where Secrets may be read: rbac.secrets.namespaces, else the watched ones (empty: cluster-wide). */}}
 {{- define "falco-misp-operator.secretNamespaces" -}}
 {{- $namespaces := .Values.rbac.secrets.namespaces | default .Values.operator.watchNamespaces -}}
+{{- if $namespaces }}{{- /* ClusterMispServers' Secrets live in the release namespace (issue 15) */ -}}
+{{- $namespaces = append $namespaces .Release.Namespace -}}
+{{- end -}}
 {{- toJson (uniq $namespaces) -}}
 {{- end }}
 
@@ -74,6 +77,14 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 # Write each feed's status (Ready, Degraded, counts, rules hash) through the status subresource.
 - apiGroups: [falco-misp.io]
   resources: [mispfeeds/status]
+  verbs: [patch]
+# MispServers (issue 15): read by the syncs of the feeds naming one, watched for their status check (kopf's
+# finalizer: patch), their Reachable/KeyValid status written.
+- apiGroups: [falco-misp.io]
+  resources: [mispservers]
+  verbs: [get, list, watch, patch]
+- apiGroups: [falco-misp.io]
+  resources: [mispservers/status]
   verbs: [patch]
 # Post Events on the MispFeeds (RulesApplied, SourceFailed, RolloutTriggered...).
 - apiGroups: [""]
