@@ -173,6 +173,17 @@ def special_ranges(version: int, first: int, last: int) -> list[tuple[int, int, 
     return out
 
 
+# ---------------------------------------------------------------------------------------------------- URLs
+# scheme://user:password@host -> scheme://***@host (also a bare token before the @)
+URL_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@?#]+@")
+
+
+def safe_url(url: str) -> str:
+    """A URL without the credentials it may carry (``https://user:pw@host/x`` -> ``https://***@host/x``): what may be
+    shown in a status, an Event, a log or an error."""
+    return URL_CREDENTIALS.sub(r"\1***@", url)
+
+
 # ------------------------------------------------------------------------------------------------ IP parsing
 MAX_IP_TEXT = 64
 """Longer than any address or CIDR written out (``ffff:...:255.255.255.255/128`` is 49 characters)."""

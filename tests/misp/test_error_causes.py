@@ -21,7 +21,8 @@ from falco_misp.cli import main
 from falco_misp.errors import SourceError
 from falco_misp.feed.parse import parse_feed
 from falco_misp.sources.fetch import fetch_attributes
-from falco_misp.sources.locations import FetchContext, redact, safe_url
+from falco_misp.sources.locations import FetchContext, redact
+from falco_misp.values import safe_url
 from helpers import misp_event
 
 KEY_ENV = "FALCO_MISP_CAUSE_KEY"

@@ -33,8 +33,8 @@ from falco_misp.feed.servers import (
     parse_server,
     spec_digest,
 )
-from falco_misp.sources.locations import safe_url
 from falco_misp.sources.misp import ca_file, connect_misp, failure_reason
+from falco_misp.values import safe_url
 
 log = logging.getLogger(__name__)
 

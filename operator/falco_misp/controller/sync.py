@@ -69,8 +69,9 @@ from falco_misp.pipeline import IncrementalRefresh, fetch_and_render, refresh_an
 from falco_misp.rendering.summary import cidr_warning
 from falco_misp.reporting.index import IndexBuilder
 from falco_misp.reporting.matching import MispTarget, ReportingFeed
-from falco_misp.sources.locations import DEFAULT_MAX_RESPONSE_BYTES, FetchContext, safe_url
+from falco_misp.sources.locations import DEFAULT_MAX_RESPONSE_BYTES, FetchContext
 from falco_misp.sources.misp import ca_file
+from falco_misp.values import safe_url
 
 log = logging.getLogger(__name__)
 

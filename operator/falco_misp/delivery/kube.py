@@ -189,8 +189,8 @@ class KubeClient:
             if exc.status == 409:
                 raise KubeError(
                     "ConfigMapConflict",
-                    f"{what} exists and is not managed by this feed; rename it or set spec.falco.configMapPrefix "
-                    "(the feed waits for either to change)",
+                    f"{what} exists and is not managed by this feed; delete or rename that object (the names come from "
+                    "the feed's namespace and name; the feed waits for it or its spec to change)",
                     subject=(meta["namespace"], meta["name"]),
                 ) from None
             if exc.status == 404:
@@ -268,7 +268,8 @@ class KubeClient:
             if exc.status == 409:
                 raise KubeError(
                     "RulesfileConflict",
-                    f"{what} exists and is not managed by this feed; rename it or set spec.falco.configMapPrefix",
+                    f"{what} exists and is not managed by this feed; delete or rename that object (the names come from "
+                    "the feed's namespace and name)",
                     subject=(meta["namespace"], meta["name"]),
                 ) from None
             if exc.status == 404:

@@ -71,7 +71,7 @@ from falco_misp.feed.model import (
     TagFilter,
     TextList,
 )
-from falco_misp.values import normalise_domain
+from falco_misp.values import normalise_domain, safe_url
 
 _DURATION = re.compile(r"^([0-9]+)([smhdw])$")
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -229,7 +229,7 @@ def _misp_server(r: _Reader) -> MispServer:
         raise SpecError(r.at("url"), "is required (or serverRef: a ClusterMispServer or MispServer)")
     url = r.string("url")
     if not _URL.match(url):
-        raise SpecError(r.at("url"), f"expected an http(s) URL, got {url!r}")
+        raise SpecError(r.at("url"), f"expected an http(s) URL, got {safe_url(url)!r}")
     server = MispServer(
         url=url.rstrip("/"),
         auth_key=_secret_ref(r.child("authKeySecretRef")) if r.has("authKeySecretRef") else None,
@@ -248,7 +248,7 @@ def parse_server_settings(r: _Reader) -> MispServer:
     inline form's fields, the key required, ZeroMQ with ``credentialsSecretRef``; the caller reads the rest."""
     url = r.string("url")
     if not _URL.match(url):
-        raise SpecError(r.at("url"), f"expected an http(s) URL, got {url!r}")
+        raise SpecError(r.at("url"), f"expected an http(s) URL, got {safe_url(url)!r}")
     if not r.has("authKeySecretRef"):
         raise SpecError(r.at("authKeySecretRef"), "is required: the Secret holding the MISP API key")
     return MispServer(
@@ -282,7 +282,8 @@ def _misp_zmq(r: _Reader, *, credentials: bool = False) -> MispZmq:
             m = None
     if m is None or int(m.group("port")) > 65_535:
         raise SpecError(
-            r.at("url"), f"expected tcp://host:port (MISP's ZeroMQ publisher, port 50000 by default), got {url!r}"
+            r.at("url"),
+            f"expected tcp://host:port (MISP's ZeroMQ publisher, port 50000 by default), got {safe_url(url)!r}",
         )
     debounce = r.duration("debounce", 10) or 10
     if not MIN_DEBOUNCE_SECONDS <= debounce <= MAX_DEBOUNCE_SECONDS:

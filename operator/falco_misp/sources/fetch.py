@@ -21,8 +21,9 @@ from falco_misp.sources.attributes import (
     attributes_from_text,
 )
 from falco_misp.sources.filters import select
-from falco_misp.sources.locations import FetchContext, _is_url, _local_path, read_location, safe_url
+from falco_misp.sources.locations import FetchContext, _is_url, _local_path, read_location
 from falco_misp.sources.misp import fetch_misp
+from falco_misp.values import safe_url
 
 
 def _json(data: bytes, where: str) -> Any:

@@ -9,7 +9,6 @@ message naming the URL without credentials (:func:`safe_url`) and the client's o
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ from falco_misp.feed.model import Location
 from falco_misp.feed.policy import Policy
 from falco_misp.feed.servers import origin
 from falco_misp.sources.egress import guarded_session
+from falco_misp.values import URL_CREDENTIALS, safe_url
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +31,6 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_RESPONSE_BYTES = 256 * 1024 * 1024
 _CHUNK_BYTES = 64 * 1024
 MAX_CAUSE_CHARS = 300  # of a client's message quoted in a SourceError
-
-
-# scheme://user:password@host -> scheme://***@host (also a bare token before the @)
-_URL_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@?#]+@")
 
 
 @dataclass(frozen=True)
@@ -70,13 +66,8 @@ def redact(text: str, *secrets: str | None) -> str:
         for form in {secret or "", (secret or "").strip()}:
             if form:
                 text = text.replace(form, "***")
-    text = " ".join(_URL_CREDENTIALS.sub(r"\1***@", text).split())
+    text = " ".join(URL_CREDENTIALS.sub(r"\1***@", text).split())
     return text if len(text) <= MAX_CAUSE_CHARS else text[: MAX_CAUSE_CHARS - 1] + "…"
-
-
-def safe_url(url: str) -> str:
-    """A URL without the credentials it may carry (``https://user:pw@host/x`` -> ``https://***@host/x``)."""
-    return _URL_CREDENTIALS.sub(r"\1***@", url)
 
 
 def _size(limit: int) -> str:

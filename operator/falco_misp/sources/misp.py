@@ -41,9 +41,9 @@ from falco_misp.sources.locations import (
     _source_error_in,
     read_body,
     redact,
-    safe_url,
 )
 from falco_misp.sources.prefetch import prefetched
+from falco_misp.values import safe_url
 
 log = logging.getLogger(__name__)
 
