@@ -82,6 +82,16 @@ class PodInfo:
     """Its ``Ready`` condition is True."""
 
 
+def _conflict(reason: str, what: str, meta: Mapping[str, Any], more: str = "") -> KubeError:
+    """An object of our name that is not ours: the user's to resolve (``subject`` names it)."""
+    return KubeError(
+        reason,
+        f"{what} exists and is not managed by this feed; delete or rename that object (the names come from the "
+        f"feed's namespace and name{more})",
+        subject=(meta["namespace"], meta["name"]),
+    )
+
+
 def _api_error(exc: client.ApiException, what: str) -> KubeError:
     return KubeError("KubernetesAPI", f"{what}: HTTP {exc.status} {exc.reason or ''}".rstrip())
 
@@ -187,11 +197,8 @@ class KubeClient:
             )
         except client.ApiException as exc:
             if exc.status == 409:
-                raise KubeError(
-                    "ConfigMapConflict",
-                    f"{what} exists and is not managed by this feed; delete or rename that object (the names come from "
-                    "the feed's namespace and name; the feed waits for it or its spec to change)",
-                    subject=(meta["namespace"], meta["name"]),
+                raise _conflict(
+                    "ConfigMapConflict", what, meta, "; the feed waits for it or its spec to change"
                 ) from None
             if exc.status == 404:
                 raise KubeError("NamespaceNotFound", f"namespace {meta['namespace']} not found") from None
@@ -266,12 +273,7 @@ class KubeClient:
             )  # fmt: skip
         except client.ApiException as exc:
             if exc.status == 409:
-                raise KubeError(
-                    "RulesfileConflict",
-                    f"{what} exists and is not managed by this feed; delete or rename that object (the names come from "
-                    "the feed's namespace and name)",
-                    subject=(meta["namespace"], meta["name"]),
-                ) from None
+                raise _conflict("RulesfileConflict", what, meta) from None
             if exc.status == 404:
                 raise KubeError("RulesfileCRDNotFound", f"creating {what}: {_NO_RULESFILE_CRD}") from None
             raise _api_error(exc, f"creating {what}") from None
