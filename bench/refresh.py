@@ -127,7 +127,8 @@ HEADER = """
 ## MISP's load per refresh: full against incremental (issue 14, goal 3)
 
 Command: `.venv/bin/python bench/run.py` (or `bench/refresh.py` alone). Requests and body bytes as the MISP emulator
-counted them; files changed = rules files whose bytes differ from the step before (what the operator writes).
+counted them; files changed = rules files whose bytes differ from the step before (what the operator writes). Seconds
+are in one process with the emulator, which serves from the same interpreter: compare them with each other only.
 
 | attributes | step | mode | data requests (all) | MB sent | seconds | files changed | rules hash |
 |---:|---|---|---:|---:|---:|---:|---|"""
