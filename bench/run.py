@@ -176,6 +176,10 @@ def main() -> int:
                 mode += f", prefetch {prefetch}"
                 rows.append({"size": size, "mode": mode, "wall": wall, "rss": rss, "bytes": int(summary["bytes"]),
                              "shards": int(summary["shards"]), "stable": len(set(hashes)) == 1})  # fmt: skip
+            wall, rss, out = run_measured([sys.executable, str(BENCH / "fetch_only.py"), str(Path(tmp) / "feed0.yaml")],
+                                          env)  # fmt: skip
+            rows.append({"size": size, "mode": "fetch alone: PyMISP pages from the emulator, nothing processed",
+                         "wall": wall, "rss": rss, "bytes": None})  # fmt: skip  # process wall, as end to end
             wall, rss, out = run_measured([sys.executable, str(BENCH / "pure.py"), str(size)], env)
             fields = dict(kv.split("=") for kv in out.split())
             rows.append({"size": size, "mode": "pure pipeline", "wall": float(fields["seconds"]), "rss": rss,
@@ -235,6 +239,9 @@ def table(rows: list[dict[str, Any]], header: bool = True) -> str:
             "|---:|---|---:|---:|---:|---:|---|",
         ]
     for r in rows:
+        if r["bytes"] is None:  # a row without rules (the fetch alone)
+            lines.append(f"| {r['size']:,} | {r['mode']} | {r['wall']:.2f} | {r['rss']:.0f} | – | – | – |")
+            continue
         lines.append(
             f"| {r['size']:,} | {r['mode']} | {r['wall']:.2f} | {r['rss']:.0f} | {r['bytes']:,} | {r['shards']} | "
             f"{'yes' if r.get('stable') else 'NO'} |"
@@ -266,7 +273,9 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
         "",
         "End to end = `falco-misp render` in its own process: PyMISP pages from the MISP emulator on loopback",
         "(the emulator's own serving time included), filters, validation, dedupe, collapse, rendering, atomic writes.",
-        "Pure pipeline = attributes already in memory -> indicators -> shards, in its own process",
+        "Fetch alone = the same PyMISP pages, nothing processed (what the emulator and the HTTP client cost",
+        "by themselves: the emulator renders and encodes every page in Python). Pure pipeline = attributes",
+        "already in memory -> indicators -> shards, in its own process",
         "(its RSS includes the attribute list it builds first). Same hash: both end-to-end runs, and the pure",
         "pipeline, produced byte-identical rules (for each run: the same bytes as every end-to-end run before it).",
         "Rows `prefetch 0` are the code before issue 14's goal 4 (each page fetched only after the one before was",
