@@ -128,18 +128,15 @@ class KubeClient:
 
     def read_secret_entry(self, namespace: str, name: str, key: str) -> tuple[str, dict[str, str]]:
         """The decoded value of one key of a Secret and the Secret's annotations (its pairing, issue 15)."""
-        what = f"Secret {namespace}/{name}"
-        try:
-            secret = self.core.read_namespaced_secret(name, namespace, _request_timeout=REQUEST_TIMEOUT)
-        except client.ApiException as exc:
-            if exc.status == 404:
-                raise KubeError("SecretNotFound", f"{what} not found") from None
-            raise _api_error(exc, f"reading {what}") from None
-        annotations = dict((secret.metadata.annotations if secret.metadata is not None else None) or {})
+        secret, what, annotations = self._read_secret(namespace, name)
         return self._secret_value(secret, what, key), annotations
 
     def read_secret_entries(self, namespace: str, name: str) -> tuple[dict[str, str], dict[str, str]]:
         """Every key of a Secret, decoded, and its annotations (``headersSecretRef``, issue 15; never logged)."""
+        secret, what, annotations = self._read_secret(namespace, name)
+        return {key: self._secret_value(secret, what, key) for key in sorted(secret.data or {})}, annotations
+
+    def _read_secret(self, namespace: str, name: str) -> tuple[client.V1Secret, str, dict[str, str]]:
         what = f"Secret {namespace}/{name}"
         try:
             secret = self.core.read_namespaced_secret(name, namespace, _request_timeout=REQUEST_TIMEOUT)
@@ -148,7 +145,7 @@ class KubeClient:
                 raise KubeError("SecretNotFound", f"{what} not found") from None
             raise _api_error(exc, f"reading {what}") from None
         annotations = dict((secret.metadata.annotations if secret.metadata is not None else None) or {})
-        return {key: self._secret_value(secret, what, key) for key in sorted(secret.data or {})}, annotations
+        return secret, what, annotations
 
     @staticmethod
     def _secret_value(secret: client.V1Secret, what: str, key: str) -> str:

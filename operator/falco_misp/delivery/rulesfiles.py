@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from falco_misp.conditions import Condition, format_time
+from falco_misp.conditions import Condition, format_time, status_patch
 from falco_misp.delivery.configmaps import (
     ANNOTATION_RULES_HASH,
     ANNOTATION_SHARD_HASH,
@@ -81,18 +81,24 @@ def selector_body(selector: NodeSelector) -> dict[str, Any]:
 
 def build_rulesfile(feed: Feed, bundle: RulesBundle, shard: Shard) -> dict[str, Any]:
     """The Rulesfile that makes the falco-operator load one shard's ConfigMap (same name, same namespace)."""
+    annotations = {ANNOTATION_RULES_HASH: bundle.sha256, ANNOTATION_SHARD_HASH: shard.sha256}
+    return _rulesfile(feed, shard.name, {"configMapRef": {"name": shard.name}}, annotations)
+
+
+def _rulesfile(feed: Feed, name: str, source: dict[str, Any], annotations: dict[str, str]) -> dict[str, Any]:
+    """A Rulesfile of the feed: its rules ``source``, the feed's priority and node selector, labels and ``name``."""
     settings = feed.spec.falco.delivery.rulesfile
-    spec: dict[str, Any] = {"configMapRef": {"name": shard.name}, "priority": settings.priority}
+    spec: dict[str, Any] = {**source, "priority": settings.priority}
     if settings.selector is not None:
         spec["selector"] = selector_body(settings.selector)
     return {
         "apiVersion": f"{RULESFILE_GROUP}/{RULESFILE_VERSION}",
         "kind": RULESFILE_KIND,
         "metadata": {
-            "name": shard.name,
+            "name": name,
             "namespace": feed.spec.falco.namespace,
             "labels": feed_labels(feed),
-            "annotations": {ANNOTATION_RULES_HASH: bundle.sha256, ANNOTATION_SHARD_HASH: shard.sha256},
+            "annotations": annotations,
         },
         "spec": spec,
     }
@@ -104,7 +110,6 @@ def build_oci_rulesfile(feed: Feed, bundle: RulesBundle, registry: str, reposito
     (reference/FALCO-OPERATOR.md): a new digest is a new spec, a moving tag would never be seen."""
     oci = feed.spec.falco.delivery.oci
     assert oci is not None, "a feed of mode OCI always has its oci settings"
-    settings = feed.spec.falco.delivery.rulesfile
     where: dict[str, Any] = {"name": registry}
     if oci.plain_http:
         where["plainHTTP"] = True
@@ -112,23 +117,8 @@ def build_oci_rulesfile(feed: Feed, bundle: RulesBundle, registry: str, reposito
         where["tls"] = {"insecureSkipVerify": True}
     if oci.pull_secret:
         where["auth"] = {"secretRef": {"name": oci.pull_secret}}
-    spec: dict[str, Any] = {
-        "ociArtifact": {"image": {"repository": repository, "tag": digest}, "registry": where},
-        "priority": settings.priority,
-    }
-    if settings.selector is not None:
-        spec["selector"] = selector_body(settings.selector)
-    return {
-        "apiVersion": f"{RULESFILE_GROUP}/{RULESFILE_VERSION}",
-        "kind": RULESFILE_KIND,
-        "metadata": {
-            "name": feed.config_map_prefix,
-            "namespace": feed.spec.falco.namespace,
-            "labels": feed_labels(feed),
-            "annotations": {ANNOTATION_RULES_HASH: bundle.sha256},
-        },
-        "spec": spec,
-    }
+    source = {"ociArtifact": {"image": {"repository": repository, "tag": digest}, "registry": where}}
+    return _rulesfile(feed, feed.config_map_prefix, source, {ANNOTATION_RULES_HASH: bundle.sha256})
 
 
 # ---------------------------------------------------------------------------------------------------- plan
@@ -191,20 +181,6 @@ def foreign_finalizers(obj: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(str(f) for f in _meta(obj).get("finalizers") or ())
 
 
-def _merge_patch(have: Mapping[str, Any], want: Mapping[str, Any]) -> dict[str, Any]:
-    """The JSON merge patch turning ``have`` into ``want``: changed keys set, removed keys null, maps recursed."""
-    patch: dict[str, Any] = {key: None for key in have if key not in want}
-    for key, value in want.items():
-        old = have.get(key)
-        if isinstance(value, Mapping) and isinstance(old, Mapping):
-            nested = _merge_patch(old, value)
-            if nested:
-                patch[key] = nested
-        elif old != value:
-            patch[key] = value
-    return patch
-
-
 def _contains(have: object, want: Mapping[str, Any]) -> bool:
     return isinstance(have, Mapping) and all(have.get(k) == v for k, v in want.items())
 
@@ -227,7 +203,7 @@ def plan_rulesfile_objects(
         meta_want, meta_have = _meta(want), _meta(have)
         spec_raw = have.get("spec")
         spec_have: Mapping[str, Any] = spec_raw if isinstance(spec_raw, Mapping) else {}
-        spec_patch = _merge_patch(spec_have, want["spec"])
+        spec_patch = status_patch(spec_have, want["spec"])
         labels, annotations = dict(meta_want.get("labels", {})), dict(meta_want.get("annotations", {}))
         same_meta = _contains(meta_have.get("labels"), labels) and _contains(meta_have.get("annotations"), annotations)
         if not spec_patch and same_meta:
